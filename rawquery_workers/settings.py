@@ -76,4 +76,3 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     global _cached
     _cached = None
-

@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    model_validator,
+)
 
 from rawquery_workers.templating import placeholders
 
@@ -54,8 +62,8 @@ class ApiKeyAuth(StrictModel):
     """`--auth-token` sent in one header or one query parameter."""
 
     type: Literal["api_key"]
-    header: str | None = None
-    query_param: str | None = None
+    header: str | None = Field(default=None, min_length=1)
+    query_param: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_place(self) -> ApiKeyAuth:
@@ -120,9 +128,7 @@ class PreRequest(StrictModel):
             problems.append(("url", msg))
         for name, path in self.extract.items():
             if not re.fullmatch(r"response(\.[^.]+)+", path):
-                problems.append(
-                    (f"extract.{name}", f"path '{path}' must start with 'response.'")
-                )
+                problems.append((f"extract.{name}", f"path '{path}' must start with 'response.'"))
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 problems.append((f"extract.{name}", "extracted names are letters, digits, _"))
         _raise_if(problems)
@@ -309,9 +315,16 @@ class Stream(StrictModel):
         return f"{self.name}_{field}"
 
 
+def _absolute_url(url: str) -> str:
+    if msg := _url_problem(url):
+        raise RuleViolations([("", msg)])
+    return url
+
+
 class Spec(StrictModel):
     version: Literal["1"]
-    base_url: str
+    # Checked on its own (not in `_rules`) so a bad URL is reported with the other problems.
+    base_url: Annotated[str, AfterValidator(_absolute_url)]
     type: Literal["rest", "graphql"] = "rest"
     auth: Auth
     streams: list[Stream] = Field(min_length=1)
@@ -319,9 +332,7 @@ class Spec(StrictModel):
 
     @model_validator(mode="after")
     def _rules(self) -> Spec:
-        problems = []
-        if msg := _url_problem(self.base_url):
-            problems.append(("base_url", msg))
+        problems = _endpoint_problems(self.base_url, self.streams)
         problems += _table_name_problems(self.streams)
         _raise_if(problems)
         return self
@@ -356,67 +367,116 @@ def _url_problem(url: str) -> str | None:
 def _unknown_names(
     where: str, values: dict[str, JsonValue] | dict[str, str], known: tuple[str, ...]
 ) -> list[tuple[str, str]]:
-    problems = []
-    for key, value in values.items():
-        for name in placeholders(value):
-            if name not in known:
-                choices = ", ".join("{{" + k + "}}" for k in known)
-                problems.append((f"{where}.{key}", f"unknown template '{{{{{name}}}}}'; "
-                                 f"expected one of {choices}"))
-    return problems
+    choices = ", ".join("{{" + k + "}}" for k in known)
+    return [
+        (f"{where}.{key}", f"unknown template '{{{{{name}}}}}'; expected one of {choices}")
+        for key, value in values.items()
+        for name in placeholders(value)
+        if name not in known
+    ]
 
 
 def _stream_problems(stream: Stream, api_type: str) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    pag = stream.pagination
-    if api_type == "graphql":
-        if not stream.query:
-            problems.append(("query", "a GraphQL stream needs a 'query'"))
-        if pag is not None and pag.type != "cursor":
-            problems.append(("pagination.type", "GraphQL streams paginate with type 'cursor' "
-                             f"(Relay), not '{pag.type}'"))
-        if isinstance(pag, CursorPagination) and not pag.cursor_variable:
-            problems.append(("pagination.cursor_variable",
-                             "GraphQL cursor pagination needs 'cursor_variable'"))
-    else:
-        if not stream.endpoint:
-            problems.append(("endpoint", "a REST stream needs an 'endpoint' (e.g. \"/users\")"))
-        if stream.query is not None:
-            problems.append(("query", "'query' is only for GraphQL specs (set \"type\": "
-                             "\"graphql\" at the top level)"))
-        if stream.variables:
-            problems.append(("variables", "'variables' is only for GraphQL specs"))
-        if isinstance(pag, CursorPagination) and not pag.param:
-            problems.append(("pagination.param", "REST cursor pagination needs 'param', the "
-                             "query parameter that carries the cursor"))
+    problems = _graphql_problems(stream) if api_type == "graphql" else _rest_problems(stream)
     if stream.expand and not stream.primary_key:
-        problems.append(("expand", "'expand' needs the stream's 'primary_key' (child rows "
-                         "point at their parent by it)"))
+        why = "'expand' needs the stream's 'primary_key' (child rows point at their parent by it)"
+        problems.append(("expand", why))
     if stream.sync_modes is not None and not stream.sync_modes:
         problems.append(("sync_modes", "must list at least one of full_refresh, incremental"))
     if stream.sync_modes and "incremental" in stream.sync_modes and not stream.cursor_field:
         problems.append(("sync_modes", "'incremental' needs a 'cursor_field'"))
-    for key, value in stream.params.items():
-        for name in placeholders(value):
-            if name != "cursor":
-                problems.append((f"params.{key}", f"unknown template '{{{{{name}}}}}'; "
-                                 "stream params may only use {{cursor}}"))
-    if stream.fields and stream.fields.rename:
-        targets = list(stream.fields.rename.values())
-        for dup in sorted({t for t in targets if targets.count(t) > 1}):
-            problems.append(("fields.rename", f"two fields are renamed to '{dup}'"))
-        for old, new in stream.fields.rename.items():
-            if new.startswith("_rq_"):
-                problems.append((f"fields.rename.{old}", "names starting with '_rq_' are "
-                                 "reserved for columns rawquery adds"))
+    problems += _cursor_template_problems(stream, "params", stream.params)
+    problems += _cursor_template_problems(stream, "variables", stream.variables)
+    return problems + _shape_problems(stream)
+
+
+def _graphql_problems(stream: Stream) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    pag = stream.pagination
+    if not stream.query:
+        problems.append(("query", "a GraphQL stream needs a 'query'"))
+    if pag is not None and pag.type != "cursor":
+        why = f"GraphQL streams paginate with type 'cursor' (Relay), not '{pag.type}'"
+        problems.append(("pagination.type", why))
+    if isinstance(pag, CursorPagination) and not pag.cursor_variable:
+        why = "GraphQL cursor pagination needs 'cursor_variable'"
+        problems.append(("pagination.cursor_variable", why))
+    return problems
+
+
+def _rest_problems(stream: Stream) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if not stream.endpoint:
+        problems.append(("endpoint", "a REST stream needs an 'endpoint' (e.g. \"/users\")"))
+    if stream.query is not None:
+        why = '\'query\' is only for GraphQL specs (set "type": "graphql" at the top level)'
+        problems.append(("query", why))
+    if stream.variables:
+        problems.append(("variables", "'variables' is only for GraphQL specs"))
+    if isinstance(stream.pagination, CursorPagination) and not stream.pagination.param:
+        why = "REST cursor pagination needs 'param', the query parameter that carries the cursor"
+        problems.append(("pagination.param", why))
+    return problems
+
+
+def _shape_problems(stream: Stream) -> list[tuple[str, str]]:
+    """Rename targets, reserved names and expand settings."""
+    problems: list[tuple[str, str]] = []
+    rename = stream.fields.rename if stream.fields else {}
+    targets = list(rename.values())
+    for dup in sorted({t for t in targets if targets.count(t) > 1}):
+        problems.append(("fields.rename", f"two fields are renamed to '{dup}'"))
+    reserved = "names starting with '_rq_' are reserved for columns rawquery adds"
+    problems += [
+        (f"fields.rename.{old}", reserved) for old, new in rename.items() if new.startswith("_rq_")
+    ]
     for field, exp in stream.expand.items():
         if stream.flatten.get(field):
-            problems.append((f"expand.{field}", "a field cannot be both flattened and "
-                             "expanded"))
+            problems.append((f"expand.{field}", "a field cannot be both flattened and expanded"))
         if exp.parent_key in exp.keys:
-            problems.append((f"expand.{field}.parent_key", f"'{exp.parent_key}' is also the "
-                             "child's primary_key; pick a distinct column name"))
+            why = f"'{exp.parent_key}' is also the child's primary_key; pick a distinct column name"
+            problems.append((f"expand.{field}.parent_key", why))
     return problems
+
+
+def _cursor_template_problems(
+    stream: Stream, where: str, values: dict[str, JsonValue] | dict[str, ParamValue]
+) -> list[tuple[str, str]]:
+    """Stream params and GraphQL variables may use `{{cursor}}` (the saved cursor) only."""
+    problems: list[tuple[str, str]] = []
+    needs = "'{{cursor}}' needs the stream's 'cursor_field' (the saved cursor it stands for)"
+    for key, value in values.items():
+        names = set(placeholders(value))
+        for name in sorted(names - {"cursor"}):
+            unknown = (
+                f"unknown template '{{{{{name}}}}}'; stream {where} may only use {{{{cursor}}}}"
+            )
+            problems.append((f"{where}.{key}", unknown))
+        if "cursor" in names and stream.cursor_field is None:
+            problems.append((f"{where}.{key}", needs))
+    return problems
+
+
+def _endpoint_problems(base_url: str, streams: list[Stream]) -> list[tuple[str, str]]:
+    """An absolute endpoint must stay on base_url's origin (credentials go nowhere else)."""
+    problems: list[tuple[str, str]] = []
+    for i, stream in enumerate(streams):
+        endpoint = stream.endpoint or ""
+        absolute = "://" in endpoint or endpoint.startswith("//")
+        if absolute and _origin(urljoin(base_url, endpoint)) != _origin(base_url):
+            msg = f"'{endpoint}' is not on base_url's host; use a path such as \"/users\""
+            problems.append((f"streams[{i}].endpoint", msg))
+    return problems
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
 
 
 def _table_name_problems(streams: list[Stream]) -> list[tuple[str, str]]:

@@ -1,0 +1,93 @@
+"""The `rq` / `rawquery` command: one Typer app, a sub-app per command group.
+
+Domain errors become exit codes here and only here: a RawqueryError prints its message
+(never a traceback) and exits with its `exit_code` (2 for bad input, 1 for failures).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import typer
+
+from rawquery_workers.cli import (
+    connect_cmd,
+    connections_cmd,
+    demo_cmd,
+    query_cmd,
+    secrets_cmd,
+    spec_cmd,
+    worker_cmd,
+)
+from rawquery_workers.errors import RawqueryError, SpecError
+
+app = typer.Typer(
+    name="rq",
+    help="Land data from HTTP and GraphQL APIs in Apache Iceberg, from a declarative JSON spec.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+connect_cmd.register(app)
+query_cmd.register(app)
+demo_cmd.register(app)
+worker_cmd.register(app)
+app.add_typer(connections_cmd.app, name="connections", help="Manage and sync connections.")
+app.add_typer(spec_cmd.app, name="spec", help="Check a connector spec or print its schema.")
+app.add_typer(secrets_cmd.app, name="secrets", help="Manage the credential encryption keys.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"rawquery-workers {version('rawquery-workers')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Land data from HTTP and GraphQL APIs in Apache Iceberg."""
+
+
+def report(error: RawqueryError) -> None:
+    """Print a domain error for a person: one line per problem, on stderr."""
+    if isinstance(error, SpecError):
+        prefix = f"{error.source}: " if error.source else ""
+        for problem in error.problems:
+            typer.echo(f"{prefix}{problem}", err=True)
+        return
+    typer.echo(f"error: {error}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("RAWQUERY_LOG_LEVEL", "WARNING"))
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except RawqueryError as exc:
+        report(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: a person sees one line, not a trace
+        if os.environ.get("RAWQUERY_DEBUG"):
+            raise
+        typer.echo(
+            f"internal error: {type(exc).__name__}; rerun with RAWQUERY_DEBUG=1 for details",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,173 @@
+"""`rq connections list|update|sync|status|delete`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from rawquery_workers.cli import display
+from rawquery_workers.cli.options import (
+    AuthPass,
+    AuthToken,
+    AuthUser,
+    ClientId,
+    ClientSecret,
+    RefreshToken,
+    Schedule,
+    any_given,
+    credentials_from_flags,
+)
+from rawquery_workers.connections import checked_schedule, load_checked_spec, require_credentials
+from rawquery_workers.registry import open_registry
+from rawquery_workers.settings import get_settings
+from rawquery_workers.spec.loading import parse_spec
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("list")
+def list_connections(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List registered connections."""
+    rows = []
+    for record in open_registry().list_connections():
+        spec = parse_spec(record.spec)
+        rows.append(
+            {
+                "name": record.name,
+                "streams": [s.name for s in spec.streams],
+                "schedule": record.schedule,
+                "base_url": spec.base_url,
+                "created_at": record.created_at.isoformat(),
+                "updated_at": record.updated_at.isoformat(),
+            }
+        )
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        display.connections_table(rows)
+
+
+@app.command()
+def update(
+    name: Annotated[str, typer.Argument(help="Connection name.")],
+    spec: Annotated[Path | None, typer.Option("--spec", help="The new spec (JSON).")] = None,
+    auth_token: AuthToken = None,
+    auth_user: AuthUser = None,
+    auth_pass: AuthPass = None,
+    client_id: ClientId = None,
+    client_secret: ClientSecret = None,
+    refresh_token: RefreshToken = None,
+    schedule: Schedule = None,
+    no_schedule: Annotated[
+        bool, typer.Option("--no-schedule", help="Remove the schedule.")
+    ] = False,
+) -> None:
+    """Replace a connection's spec, credentials or schedule (validated before storing)."""
+    registry = open_registry()
+    record = registry.get_connection(name)
+    given = credentials_from_flags(
+        auth_token, auth_user, auth_pass, client_id, client_secret, refresh_token
+    )
+    creds = registry.get_credentials(name).merged_with(given) if any_given(given) else None
+    parsed, spec_json = load_checked_spec(spec) if spec else (parse_spec(record.spec), record.spec)
+    require_credentials(parsed, creds or registry.get_credentials(name), str(spec or name))
+    changes: dict[str, Any] = {}
+    if spec:
+        changes["spec_json"] = spec_json
+    if creds is not None:
+        changes["credentials"] = creds
+    if no_schedule:
+        changes["schedule"] = None
+    elif schedule is not None:
+        changes["schedule"] = checked_schedule(schedule)
+    registry.update_connection(name, **changes)
+    typer.echo(f"updated '{name}': {', '.join(_change_names(changes)) or 'nothing changed'}")
+
+
+def _change_names(changes: dict[str, Any]) -> list[str]:
+    names = {"spec_json": "spec", "credentials": "credentials", "schedule": "schedule"}
+    return [names[k] for k in changes]
+
+
+@app.command()
+def sync(
+    name: Annotated[str, typer.Argument(help="Connection name.")],
+    stream: Annotated[
+        list[str] | None, typer.Option("--stream", help="Only this stream (repeatable).")
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Replace each table's contents atomically.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait and show progress, or return at once.")
+    ] = True,
+) -> None:
+    """Sync a connection: every stream (or the --stream ones) into Iceberg."""
+    from rawquery_workers.sync import plan_sync, run_sync, spawn_background
+
+    settings = get_settings()
+    registry = open_registry(settings)
+    sync_id, streams = plan_sync(registry, name, stream, full_refresh)
+    if settings.distributed:
+        from rawquery_workers.tasks import enqueue_sync
+
+        enqueue_sync(sync_id)
+        if not wait:
+            typer.echo(sync_id)
+            return
+        outcome = display.follow_sync(registry, sync_id)
+    elif not wait:
+        spawn_background(sync_id, settings)
+        typer.echo(sync_id)
+        return
+    else:
+        with display.Progress(streams) as progress:
+            outcome = run_sync(
+                sync_id, registry=registry, settings=settings, on_progress=progress.update
+            )
+    display.sync_summary(outcome)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    name: Annotated[str, typer.Argument(help="Connection name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Per-stream status of the latest sync of each stream."""
+    registry = open_registry()
+    record = registry.get_connection(name)
+    spec = parse_spec(record.spec)
+    runs = registry.latest_stream_runs(name, [s.name for s in spec.streams])
+    streams = [display.run_as_dict(run) for run in runs]
+    if as_json:
+        payload = {"connection": name, "streams": streams}
+        typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+    else:
+        display.status_table(name, record.schedule, streams)
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="Connection name.")],
+    drop_tables: Annotated[
+        bool, typer.Option("--drop-tables", help="Also drop its Iceberg tables.")
+    ] = False,
+) -> None:
+    """Remove a connection, its credentials and schedule (tables stay unless --drop-tables)."""
+    registry = open_registry()
+    registry.get_connection(name)
+    dropped: list[str] = []
+    if drop_tables:
+        from rawquery_workers.sink import open_sink
+
+        dropped = open_sink(get_settings()).drop_namespace_tables(name)
+    registry.delete_connection(name)
+    kept = "" if drop_tables else f"; its tables stay (query them as {name}.STREAM)"
+    typer.echo(f"deleted '{name}'{kept}" + (f"; dropped {len(dropped)} tables" if dropped else ""))

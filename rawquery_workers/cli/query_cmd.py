@@ -1,0 +1,58 @@
+"""`rq query "SQL" [--format table|json|csv]`."""
+
+from __future__ import annotations
+
+import io
+from enum import StrEnum
+from typing import Annotated
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import typer
+from rich.table import Table
+
+from rawquery_workers.cli.display import console
+from rawquery_workers.query import run_query
+from rawquery_workers.settings import get_settings
+from rawquery_workers.sink import open_sink
+
+MAX_TABLE_ROWS = 1000
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over tables named CONNECTION.STREAM.")],
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Answer SQL over the synced tables (DuckDB)."""
+    result = run_query(sql, open_sink(get_settings()))
+    if fmt is Format.json:
+        typer.echo(orjson.dumps(result.to_pylist(), option=_JSON_OPTS, default=str).decode())
+    elif fmt is Format.csv:
+        buffer = io.BytesIO()
+        pacsv.write_csv(result, buffer)
+        typer.echo(buffer.getvalue().decode().rstrip("\n"))
+    else:
+        _print_table(result)
+
+
+_JSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
+def _print_table(result: pa.Table) -> None:
+    table = Table(*result.column_names)
+    for row in result.slice(0, MAX_TABLE_ROWS).to_pylist():
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(table)
+    more = f" (showing {MAX_TABLE_ROWS})" if result.num_rows > MAX_TABLE_ROWS else ""
+    console.print(f"{result.num_rows} rows{more}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("query")(query)

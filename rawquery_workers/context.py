@@ -1,0 +1,156 @@
+"""Everything a step needs to work on one connection, built once per process.
+
+The steps in `pipeline.py` take a `StreamContext`; this module is the only place that
+decides which limiter, lock and auth wiring a process uses (embedded or distributed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rawquery_workers.auth import build_auth
+from rawquery_workers.credentials import Credentials
+from rawquery_workers.http import ApiClient, RetryPolicy, build_client
+from rawquery_workers.ratelimit import NoLimit, RateLimiter, local_limiter
+from rawquery_workers.redact import Redactor
+from rawquery_workers.registry import Registry, open_registry
+from rawquery_workers.settings import Settings, get_settings
+from rawquery_workers.sink import IcebergSink, open_sink
+from rawquery_workers.spec.loading import parse_spec
+from rawquery_workers.spec.models import Spec, Stream
+from rawquery_workers.staging import Staging
+
+ProgressHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class StreamContext:
+    connection: str
+    spec: Spec
+    stream: Stream
+    settings: Settings
+    sink: IcebergSink
+    api: ApiClient
+    auth: httpx.Auth | None
+    staging: Staging
+    registry: Registry
+    on_progress: ProgressHook | None = None
+
+
+class ConnectionContext:
+    """One connection's spec, credentials, HTTP client, auth and limiter in this process."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        registry: Registry | None = None,
+        settings: Settings | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings or get_settings()
+        self.registry = registry or open_registry(self.settings)
+        record = self.registry.get_connection(name)
+        self.updated_at = record.updated_at
+        self.spec = parse_spec(record.spec, source=f"connection '{name}'")
+        self.credentials = self.registry.get_credentials(name)
+        self.on_progress = on_progress
+        self.sink = open_sink(self.settings)
+        self.staging = Staging(self.settings.effective_warehouse)
+        self.client = build_client()
+        self.redactor = Redactor.for_auth(self.spec.auth, self.credentials)
+        self.auth = build_auth(
+            self.spec.auth,
+            self.credentials,
+            base_url=self.spec.base_url,
+            on_credentials=self._save_credentials,
+            refresh_lock=self._refresh_lock,
+            reload=lambda: self.registry.get_credentials(name),
+            token_client=self.client,
+        )
+        self.api = ApiClient(
+            self.client,
+            self.spec.base_url,
+            self.auth,
+            self._limiter(),
+            limiter_key=name,
+            policy=RetryPolicy.from_spec(self.spec.retry),
+            redactor=self.redactor,
+            on_event=self._on_request,
+        )
+
+    def stream(self, name: str) -> StreamContext:
+        return StreamContext(
+            connection=self.name,
+            spec=self.spec,
+            stream=self.spec.stream(name),
+            settings=self.settings,
+            sink=self.sink,
+            api=self.api,
+            auth=self.auth,
+            staging=self.staging,
+            registry=self.registry,
+            on_progress=self.on_progress,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ConnectionContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- wiring -------------------------------------------------------------------------
+
+    def _save_credentials(self, creds: Credentials) -> None:
+        # OAuth2 rotation: persist (encrypted) before the new token is ever used.
+        self.credentials = self.credentials.merged_with(creds)
+        self.redactor.add_secrets(*creds.secrets())
+        self.registry.save_credentials(self.name, self.credentials)
+
+    @contextlib.contextmanager
+    def _refresh_lock(self) -> Iterator[None]:
+        if self.settings.redis_url:
+            from rawquery_workers.locks import single_flight
+            from rawquery_workers.redis_keys import oauth_lock_key
+
+            with single_flight(redis_client(self.settings), oauth_lock_key(self.name), ttl=60):
+                yield
+        else:
+            yield
+
+    def _limiter(self) -> RateLimiter:
+        limits = self.spec.retry
+        if limits.requests_per_second is None:
+            return NoLimit()
+        rate, burst = limits.requests_per_second, limits.effective_burst
+        if self.settings.redis_url:
+            from rawquery_workers.ratelimit_redis import RedisTokenBucket
+
+            return RedisTokenBucket(redis_client(self.settings), rate, burst)
+        return local_limiter(self.name, rate, burst)
+
+    def _on_request(self, event: dict[str, Any]) -> None:
+        if self.on_progress:
+            self.on_progress({"event": "request", **event})
+
+
+_redis_clients: dict[str, Any] = {}
+
+
+def redis_client(settings: Settings) -> Any:
+    """One redis-py client per URL per process."""
+    import redis
+
+    url = settings.redis_url or ""
+    if url not in _redis_clients:
+        _redis_clients[url] = redis.Redis.from_url(url, health_check_interval=30)
+    return _redis_clients[url]

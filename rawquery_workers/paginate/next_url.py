@@ -1,0 +1,36 @@
+"""The next page's URL read from the body at `next_url_path` (Zendesk `next_page`,
+HubSpot `paging.next.link`); absolute or relative. Ends when it is missing, null or empty."""
+
+from __future__ import annotations
+
+from rawquery_workers.errors import ResponseError
+from rawquery_workers.jsonpath import MISSING, get_path
+from rawquery_workers.paginate.base import ApiType, FollowUrlPaginator, PageResponse
+from rawquery_workers.redact import Redactor
+from rawquery_workers.spec.models import NextUrlPagination
+
+
+class NextUrlPaginator(FollowUrlPaginator):
+    def __init__(
+        self,
+        spec: NextUrlPagination,
+        *,
+        api_type: ApiType = "rest",
+        stream: str = "stream",
+        redactor: Redactor | None = None,
+    ) -> None:
+        super().__init__(api_type=api_type, stream=stream, redactor=redactor)
+        self.spec = spec
+
+    def _advance(self, response: PageResponse, records_count: int) -> None:
+        value = get_path(response.body, self.spec.next_url_path)
+        if value is MISSING or value is None:
+            self._follow(response, None)
+        elif isinstance(value, str):
+            self._follow(response, value)
+        else:
+            raise ResponseError(
+                f"stream {self.stream}: next_url_path '{self.spec.next_url_path}' holds a "
+                f"{type(value).__name__}, not a URL (page {self.pages}); point it at the "
+                "URL string (for example 'paging.next.link')"
+            )

@@ -1,0 +1,336 @@
+"""The four steps of a stream sync, as plain functions (no Celery in here).
+
+    refresh_auth -> fetch_segment -> stage_segment -> commit_segment   (repeat per segment)
+
+A segment is a bounded number of records. Its data is staged as Parquet under the table's
+location (shared storage), so in distributed mode any worker can run the next step; the
+Celery tasks in `tasks.py` are thin wrappers that pass `StreamJob` / `StagedSegment`
+values (ids and file references only, never records or credentials).
+
+State lives in the Iceberg snapshot that carries the data (`rq.*` summary properties):
+    rq.complete        "true" when the sync that wrote it finished the stream
+    rq.cursor          the saved incremental cursor (moves only when a sync completes)
+    rq.since           the cursor an unfinished sync filters with
+    rq.pending_cursor  the greatest cursor an unfinished sync has committed so far
+    rq.resume          the paginator state where an unfinished sync continues
+A sync that dies mid-stream leaves its last committed segment's state; the next sync of
+the stream resumes there with the same `since`, so nothing is skipped or doubled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from rawquery_workers.context import StreamContext
+from rawquery_workers.extract import Page, read_pages
+from rawquery_workers.transform import transform_records
+from rawquery_workers.transform.batch import KEY, TableBatch
+
+ProgressHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamJob:
+    """Where one stream's sync stands: small and JSON-able (it travels in Celery messages)."""
+
+    connection: str
+    sync_id: str
+    stream: str
+    full_refresh: bool = False
+    segment: int = 0
+    resume: dict[str, Any] | None = None
+    since: str | None = None
+    pending_cursor: str | None = None
+    rows: int = 0
+    pages: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamJob:
+        started = datetime.fromisoformat(data["started_at"])
+        return cls(**{**data, "started_at": started})
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedSegment:
+    job: StreamJob
+    records: list[dict[str, Any]]
+    pages: int
+    next_state: dict[str, Any] | None  # None: this segment ends the stream
+
+
+@dataclass(frozen=True, slots=True)
+class StagedTable:
+    name: str
+    files: list[str]
+    rows: int
+    keys: list[str] = field(default_factory=list)
+    parent_key: str | None = None
+    parent: str | None = None
+    parent_keys_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StagedSegment:
+    """A segment written as Parquet, ready to commit: JSON-able references only."""
+
+    job: StreamJob
+    tables: list[StagedTable]
+    pages: int
+    next_state: dict[str, Any] | None
+    max_cursor: str | None
+    warnings: list[str]
+    schema_changes: list[str]
+
+    @property
+    def done(self) -> bool:
+        return self.next_state is None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["job"] = self.job.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StagedSegment:
+        data = dict(data)
+        data["job"] = StreamJob.from_dict(data["job"])
+        data["tables"] = [StagedTable(**t) for t in data["tables"]]
+        return cls(**data)
+
+
+# --- step 0: where a stream starts ---------------------------------------------------------
+
+
+def start_job(ctx: StreamContext, sync_id: str, full_refresh: bool) -> StreamJob:
+    """The first job of a stream sync, resuming an unfinished earlier sync if there is one."""
+    stream = ctx.stream
+    base = StreamJob(ctx.connection, sync_id, stream.name, full_refresh)
+    if full_refresh or stream.full_refresh_only:
+        return dataclasses.replace(base, full_refresh=True)
+    state = ctx.sink.committed_state(ctx.connection, stream.name)
+    since = state.get("rq.cursor") if stream.incremental else None
+    if state.get("rq.complete") == "false" and state.get("rq.resume"):
+        return dataclasses.replace(
+            base,
+            resume=orjson.loads(state["rq.resume"]),
+            since=state.get("rq.since") or None,
+            pending_cursor=state.get("rq.pending_cursor") or None,
+        )
+    return dataclasses.replace(base, since=since)
+
+
+# --- step 1: refresh-auth ------------------------------------------------------------------
+
+
+def refresh_auth(ctx: StreamContext) -> None:
+    """Refresh OAuth2 tokens (persisting rotated ones) before fetching; a no-op otherwise."""
+    refresh = getattr(ctx.auth, "refresh", None)
+    if callable(refresh):
+        refresh()
+
+
+def ensure_auth(ctx: StreamContext) -> None:
+    """Before a later segment: pick up credentials another worker may have rotated."""
+    reload = getattr(ctx.auth, "reload_credentials", None)
+    if callable(reload):
+        reload()
+
+
+# --- step 2: fetch-pages -------------------------------------------------------------------
+
+
+def fetch_segment(
+    ctx: StreamContext, job: StreamJob, pages: Iterator[Page] | None = None
+) -> FetchedSegment:
+    """Read pages from `job.resume` until the segment holds `segment_records` records.
+
+    `pages` lets an in-process caller keep one page iterator across segments.
+    """
+    pages = pages if pages is not None else iter_pages(ctx, job)
+    records: list[dict[str, Any]] = []
+    count = 0
+    next_state: dict[str, Any] | None = None
+    for page in pages:
+        records.extend(page.records)
+        count += 1
+        next_state = page.next_state
+        if ctx.on_progress:
+            ctx.on_progress(
+                {
+                    "stream": job.stream,
+                    "event": "page",
+                    "page": job.pages + count,
+                    "records": len(page.records),
+                    "url": page.url,
+                }
+            )
+        if next_state is None or len(records) >= ctx.settings.segment_records:
+            break
+    return FetchedSegment(job, records, count, next_state)
+
+
+def iter_pages(ctx: StreamContext, job: StreamJob) -> Iterator[Page]:
+    return read_pages(ctx.spec, ctx.stream, ctx.api, cursor=job.since, resume=job.resume)
+
+
+# --- step 3: transform (and stage as Parquet) ----------------------------------------------
+
+
+def stage_segment(ctx: StreamContext, fetched: FetchedSegment) -> StagedSegment:
+    """Shape the records into tables, evolve their schemas and write Parquet files."""
+    job = fetched.job
+    names = [ctx.stream.name, *map(ctx.stream.child_table, ctx.stream.expand)]
+    known = {n: k for n in names if (k := ctx.sink.known_schema(job.connection, n))}
+    result = transform_records(ctx.stream, fetched.records, known, since_cursor=job.since)
+    changes: list[str] = []
+    tables: list[StagedTable] = []
+    for batch in result.tables:
+        changes += [f"{batch.name}: {c}" for c in ctx.sink.prepare(job.connection, batch)]
+        tables.append(_stage_table(ctx, job, batch))
+    return StagedSegment(
+        job=job,
+        tables=tables,
+        pages=fetched.pages,
+        next_state=fetched.next_state,
+        max_cursor=_max(job.pending_cursor, result.max_cursor),
+        warnings=list(result.warnings),
+        schema_changes=changes,
+    )
+
+
+def _stage_table(ctx: StreamContext, job: StreamJob, batch: TableBatch) -> StagedTable:
+    files: list[str] = []
+    if batch.data.num_rows:
+        files = ctx.sink.write_files(
+            job.connection,
+            batch.name,
+            batch.data,
+            sync_id=job.sync_id,
+            segment=job.segment,
+            synced_at=job.started_at,
+        )
+    parent_keys_file = None
+    if batch.parent is not None and batch.parent_keys is not None:
+        parent_keys_file = ctx.staging.write_keys(
+            job.sync_id, f"{batch.name}-{job.segment}", batch.parent_keys
+        )
+    return StagedTable(
+        name=batch.name,
+        files=files,
+        rows=batch.data.num_rows,
+        keys=list(batch.keys),
+        parent_key=batch.parent_key,
+        parent=batch.parent,
+        parent_keys_file=parent_keys_file,
+    )
+
+
+# --- step 4: commit-to-Iceberg -------------------------------------------------------------
+
+
+def commit_segment(ctx: StreamContext, staged: StagedSegment) -> StreamJob | None:
+    """Commit one segment (children first, the parent last, carrying the state).
+
+    Returns the job for the next segment, or None when the stream is done. Idempotent: a
+    redelivered commit of an already committed segment changes nothing.
+    """
+    job = staged.job
+    if job.full_refresh:
+        _commit_full_refresh(ctx, staged)
+    else:
+        for table in sorted(staged.tables, key=lambda t: t.parent is None):
+            state = _state_for(staged) if table.parent is None else {}
+            _commit_incremental(ctx, job, table, state)
+    parent_rows = next((t.rows for t in staged.tables if t.parent is None), 0)
+    next_job = dataclasses.replace(
+        job,
+        segment=job.segment + 1,
+        resume=staged.next_state,
+        pending_cursor=staged.max_cursor,
+        rows=job.rows + parent_rows,
+        pages=job.pages + staged.pages,
+    )
+    return None if staged.done else next_job
+
+
+def _state_for(staged: StagedSegment) -> dict[str, str]:
+    job = staged.job
+    if staged.done:
+        cursor = staged.max_cursor or job.since
+        return {"rq.complete": "true", "rq.cursor": cursor or ""}
+    return {
+        "rq.complete": "false",
+        "rq.since": job.since or "",
+        "rq.pending_cursor": staged.max_cursor or "",
+        "rq.resume": orjson.dumps(staged.next_state).decode(),
+        "rq.cursor": job.since or "",
+    }
+
+
+def _commit_incremental(
+    ctx: StreamContext, job: StreamJob, table: StagedTable, state: dict[str, str]
+) -> None:
+    ctx.sink.commit(
+        job.connection,
+        table.name,
+        table.files,
+        mode="merge" if table.keys else "append",
+        key_column=KEY if table.keys else None,
+        parent_key_column=table.parent_key if table.parent else None,
+        parent_keys=ctx.staging.read_keys(table.parent_keys_file),
+        state=state,
+        sync_id=job.sync_id,
+        segment=job.segment,
+    )
+
+
+def _commit_full_refresh(ctx: StreamContext, staged: StagedSegment) -> None:
+    """Full refresh: each segment is merged onto a refresh branch of each table; the last
+    one swaps every table's branch in (the children first, the parent with the state)."""
+    job = staged.job
+    for table in staged.tables:
+        ctx.sink.stage_replace(
+            job.connection,
+            table.name,
+            table.files,
+            sync_id=job.sync_id,
+            segment=job.segment,
+            parent_key_column=table.parent_key if table.parent else None,
+            parent_keys=ctx.staging.read_keys(table.parent_keys_file),
+        )
+    if not staged.done:
+        return
+    for name in [*map(ctx.stream.child_table, ctx.stream.expand), ctx.stream.name]:
+        state = _state_for(staged) if name == ctx.stream.name else {}
+        ctx.sink.finish_replace(job.connection, name, sync_id=job.sync_id, state=state)
+
+
+def abandon(ctx: StreamContext, job: StreamJob) -> None:
+    """After a failed stream: drop a full refresh's branch and files nothing refers to."""
+    for name in [ctx.stream.name, *map(ctx.stream.child_table, ctx.stream.expand)]:
+        if job.full_refresh:
+            ctx.sink.abort_replace(job.connection, name, job.sync_id)
+        ctx.sink.cleanup_orphans(job.connection, name, job.sync_id)
+
+
+def _max(a: str | None, b: str | None) -> str | None:
+    """The later of two cursors as transform renders them: numbers compare as numbers,
+    timestamps (ISO 8601, UTC) and other strings as strings."""
+    if not a or not b:
+        return a or b
+    try:
+        return a if float(a) >= float(b) else b
+    except ValueError:
+        return max(a, b)

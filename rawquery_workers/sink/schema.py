@@ -1,0 +1,170 @@
+"""Arrow <-> Iceberg column types, and how a batch evolves a table's schema.
+
+Stored types (INTERFACE.md): long, double, boolean, string, timestamptz (microseconds,
+UTC), date; every column is optional. A column that has held only nulls so far is stored
+as string and listed in the table property `rq.retypable` (a JSON array): when real values
+arrive with another type, the column is deleted and added again under the same name with
+that type (a new field id: the old files never wrote it, see writer.py, so they read null).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+from pyiceberg.schema import Schema
+from pyiceberg.table import TableProperties
+from pyiceberg.types import (
+    BinaryType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IcebergType,
+    LongType,
+    StringType,
+    TimestamptzType,
+)
+
+from rawquery_workers.errors import SinkError
+from rawquery_workers.transform.batch import SYNCED_AT, TableBatch
+
+RETYPABLE = "rq.retypable"
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# Set on every table rawquery creates. pyiceberg's own commit retry is off: it re-applies
+# appends without checking what landed meanwhile; IcebergSink retries itself (iceberg.py).
+CREATE_PROPERTIES = {
+    TableProperties.FORMAT_VERSION: "2",
+    TableProperties.COMMIT_NUM_RETRIES: "0",
+    TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
+    TableProperties.METADATA_PREVIOUS_VERSIONS_MAX: "50",
+}
+
+_ICEBERG_TYPES: dict[pa.DataType, IcebergType] = {
+    pa.bool_(): BooleanType(),
+    pa.int64(): LongType(),
+    pa.float64(): DoubleType(),
+    pa.string(): StringType(),
+    TIMESTAMP: TimestamptzType(),
+    pa.date32(): DateType(),
+    pa.binary(): BinaryType(),
+}
+
+
+def storage_type(arrow_type: pa.DataType, where: str) -> pa.DataType:
+    """The Arrow type a column of `arrow_type` is stored as (`where` names it in errors)."""
+    t = arrow_type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_null(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_integer(t):
+        return pa.int64()
+    if pa.types.is_floating(t):
+        return pa.float64()
+    if pa.types.is_timestamp(t):
+        return TIMESTAMP
+    if pa.types.is_date(t):
+        return pa.date32()
+    if pa.types.is_boolean(t):
+        return pa.bool_()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pa.binary()
+    raise SinkError(
+        f"{where}: Arrow type {arrow_type} cannot be stored; columns must be long, double, "
+        "boolean, string, timestamp, date (nested values are stored as JSON strings)"
+    )
+
+
+def iceberg_type(arrow_type: pa.DataType) -> IcebergType:
+    return _ICEBERG_TYPES[arrow_type]
+
+
+def arrow_schema(schema: Schema) -> pa.Schema:
+    """The table's columns as plain Arrow types (string, not large_string; no field ids)."""
+    fields = []
+    for f in schema.as_arrow():
+        t = f.type
+        if pa.types.is_large_string(t):
+            t = pa.string()
+        elif pa.types.is_large_binary(t):
+            t = pa.binary()
+        fields.append(pa.field(f.name, t, nullable=True))
+    return pa.schema(fields)
+
+
+def retypable_of(properties: Mapping[str, str]) -> frozenset[str]:
+    raw = properties.get(RETYPABLE)
+    return frozenset(json.loads(raw)) if raw else frozenset()
+
+
+def retypable_property(names: frozenset[str]) -> dict[str, str]:
+    return {RETYPABLE: json.dumps(sorted(names))}
+
+
+def batch_schema(batch: TableBatch, where: str) -> tuple[pa.Schema, frozenset[str]]:
+    """The stored schema a batch asks for (system columns included) and its all-null columns."""
+    fields: list[pa.Field] = []
+    null_only = set(batch.retypable)
+    for f in batch.data.schema:
+        if pa.types.is_null(f.type):
+            null_only.add(f.name)
+        fields.append(pa.field(f.name, storage_type(f.type, f"{where}.{f.name}")))
+    if SYNCED_AT not in batch.data.column_names:
+        fields.append(pa.field(SYNCED_AT, TIMESTAMP))
+    return pa.schema(fields), frozenset(null_only)
+
+
+@dataclass(frozen=True, slots=True)
+class Evolution:
+    """What a batch changes in a table: columns to add, columns to retype, the new
+    retypable set, and one human-readable line per change."""
+
+    adds: tuple[pa.Field, ...]
+    retypes: tuple[pa.Field, ...]
+    retypable: frozenset[str]
+    lines: tuple[str, ...]
+
+    @property
+    def schema_changed(self) -> bool:
+        return bool(self.adds or self.retypes)
+
+
+def plan_evolution(
+    current: pa.Schema, retypable: frozenset[str], wanted: pa.Schema, null_only: frozenset[str]
+) -> Evolution:
+    """Compare the table (`current`, `retypable`) with a batch (`wanted`, `null_only`).
+
+    Columns the table lacks are added; a retypable column the batch brings with real
+    values of another type is retyped; any other type difference is left to the write,
+    which casts (the transform step normally makes the batch's types match the table's).
+    """
+    adds: list[pa.Field] = []
+    retypes: list[pa.Field] = []
+    lines: list[str] = []
+    still = set(retypable)
+    for f in wanted:
+        name, t = f.name, f.type
+        if name not in current.names:
+            adds.append(f)
+            if name in null_only:
+                still.add(name)
+                lines.append(f"added column '{name}' ({iceberg_type(t)}, all null so far)")
+            else:
+                lines.append(f"added column '{name}' ({iceberg_type(t)})")
+            continue
+        if name not in retypable or name in null_only:
+            continue
+        still.discard(name)
+        old = current.field(name).type
+        if old != t:
+            retypes.append(f)
+            lines.append(
+                f"column '{name}' retyped from {iceberg_type(old)} (all null so far) "
+                f"to {iceberg_type(t)}"
+            )
+    return Evolution(tuple(adds), tuple(retypes), frozenset(still), tuple(lines))

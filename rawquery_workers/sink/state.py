@@ -1,0 +1,77 @@
+"""Sync state kept in Iceberg snapshot summaries (`rq.*` properties).
+
+Every commit rawquery makes carries `rq.sync_id` and `rq.segment` (the idempotency key: a
+redelivered segment finds its snapshot and commits nothing) plus the caller's state items
+(`rq.cursor`, `rq.resume`, `rq.complete`, ...). Only the snapshot that wrote them carries
+them, so reading the state walks back from a ref's head to the first snapshot that has them.
+A full refresh stages its segments on the branch `rq-replace-<sync_id>` and ends with one
+snapshot on main marked `rq.replaced=true`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot, ancestors_of
+
+PREFIX = "rq."
+SYNC_ID = "rq.sync_id"
+SEGMENT = "rq.segment"
+REPLACED = "rq.replaced"
+MAIN = "main"
+_BRANCH_PREFIX = "rq-replace-"
+
+
+def replace_branch(sync_id: str) -> str:
+    """The branch a full refresh stages its segments on."""
+    return f"{_BRANCH_PREFIX}{sync_id}"
+
+
+def staged_sync_id(ref: str) -> str | None:
+    """The sync id whose full refresh `ref` stages, or None for any other ref."""
+    return ref.removeprefix(_BRANCH_PREFIX) if ref.startswith(_BRANCH_PREFIX) else None
+
+
+def snapshot_properties(
+    state: Mapping[str, str], *, sync_id: str, segment: int | None, replaced: bool = False
+) -> dict[str, str]:
+    """The summary properties of one commit; state keys must already start with `rq.`."""
+    wrong = sorted(k for k in state if not k.startswith(PREFIX))
+    if wrong:
+        raise ValueError(f"state keys must start with '{PREFIX}': {', '.join(wrong)}")
+    props = {k: str(v) for k, v in state.items()}
+    props[SYNC_ID] = sync_id
+    if segment is not None:
+        props[SEGMENT] = str(segment)
+    if replaced:
+        props[REPLACED] = "true"
+    return props
+
+
+def _props(snapshot: Snapshot) -> Mapping[str, str]:
+    return snapshot.summary.additional_properties if snapshot.summary is not None else {}
+
+
+def segment_in(snapshots: Iterable[Snapshot], sync_id: str, segment: int) -> bool:
+    """Whether one of `snapshots` was written by segment `segment` of sync `sync_id`."""
+    wanted = str(segment)
+    return any(
+        (p := _props(s)).get(SYNC_ID) == sync_id and p.get(SEGMENT) == wanted for s in snapshots
+    )
+
+
+def replaced_in(snapshots: Iterable[Snapshot], sync_id: str) -> bool:
+    """Whether the full refresh of sync `sync_id` has already been swapped in."""
+    return any(
+        (p := _props(s)).get(SYNC_ID) == sync_id and p.get(REPLACED) == "true" for s in snapshots
+    )
+
+
+def state_at(metadata: TableMetadata, ref: str = MAIN) -> dict[str, str]:
+    """The `rq.*` properties of the newest snapshot carrying them, from `ref`'s head back."""
+    for snapshot in ancestors_of(metadata.snapshot_by_name(ref), metadata):
+        props = _props(snapshot)
+        if SYNC_ID in props:
+            return {k: v for k, v in props.items() if k.startswith(PREFIX)}
+    return {}

@@ -1,0 +1,59 @@
+"""Small side files of a sync under `<warehouse>/_rq_staging/<sync_id>/`: key lists that a
+later step (maybe on another worker) reads back. Removed when the sync ends."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs
+
+
+class Staging:
+    def __init__(self, warehouse: str) -> None:
+        self.filesystem, root = fs.FileSystem.from_uri(warehouse)
+        self.root = f"{root.rstrip('/')}/_rq_staging"
+
+    def _dir(self, sync_id: str) -> str:
+        return f"{self.root}/{sync_id}"
+
+    def write_keys(self, sync_id: str, name: str, keys: pa.Array) -> str:
+        path = f"{self._dir(sync_id)}/{name}.parquet"
+        self.filesystem.create_dir(self._dir(sync_id), recursive=True)
+        pq.write_table(pa.table({"key": keys}), path, filesystem=self.filesystem)
+        return path
+
+    def write_records(self, sync_id: str, name: str, records: list[dict[str, Any]]) -> str:
+        """Fetched records, as zstd-compressed JSON lines, for the transform step."""
+        path = f"{self._dir(sync_id)}/{name}.jsonl.zst"
+        self.filesystem.create_dir(self._dir(sync_id), recursive=True)
+        with self.filesystem.open_output_stream(path, compression="zstd") as out:
+            for record in records:
+                out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        return path
+
+    def read_records(self, path: str) -> list[dict[str, Any]]:
+        with self.filesystem.open_input_stream(path, compression="zstd") as src:
+            return [orjson.loads(line) for line in src.read().splitlines() if line]
+
+    def read_keys(self, path: str | None) -> pa.Array | None:
+        if path is None:
+            return None
+        return pq.read_table(path, filesystem=self.filesystem).column("key").combine_chunks()
+
+    def read_column(self, files: list[str], column: str) -> pa.Array:
+        """One column of the given Parquet data files (any URI the warehouse filesystem reads)."""
+        chunks = []
+        for uri in files:
+            filesystem, path = fs.FileSystem.from_uri(uri)
+            chunks.append(pq.read_table(path, columns=[column], filesystem=filesystem)[column])
+        return pa.chunked_array(
+            [c for chunk in chunks for c in chunk.chunks], pa.string()
+        ).combine_chunks()
+
+    def remove(self, sync_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.filesystem.delete_dir(self._dir(sync_id))

@@ -1,0 +1,130 @@
+"""Distributed mode: the Celery app and thin task wrappers (the work is in `coordination`
+and `pipeline`).
+
+    rq.start_sync(sync_id)     lease the connection, refresh auth once, start each stream
+    per stream and segment:    rq.refresh_auth | rq.fetch | rq.transform | rq.commit
+                               (rq.commit enqueues the next segment or finishes the stream)
+
+Messages carry ids and references only: connection, sync id, stream, paginator state and
+staged file paths. Never credentials, never records. Task results are not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, chain
+
+from rawquery_workers import coordination
+from rawquery_workers.context import ConnectionContext
+from rawquery_workers.errors import RawqueryError
+from rawquery_workers.pipeline import StreamJob
+from rawquery_workers.registry import open_registry
+from rawquery_workers.settings import get_settings
+
+
+def make_app() -> Celery:
+    url = get_settings().redis_url or "redis://127.0.0.1:6379/0"
+    celery = Celery("rawquery_workers", broker=url, backend=url)
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        # A segment is bounded (RAWQUERY_SEGMENT_RECORDS), far below an hour of work; a task
+        # running longer than this would be redelivered while still running.
+        broker_transport_options={"visibility_timeout": 3600},
+        result_backend_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        beat_scheduler="rawquery_workers.beat:RegistryScheduler",
+        beat_max_loop_interval=5,
+    )
+    return celery
+
+
+app = make_app()
+
+# One context per connection per worker process (HTTP pool, auth, limiter), rebuilt when
+# the connection's spec or credentials change.
+_contexts: dict[str, ConnectionContext] = {}
+
+
+def context_for(name: str) -> ConnectionContext:
+    ctx = _contexts.get(name)
+    if ctx is not None and ctx.registry.get_connection(name).updated_at != ctx.updated_at:
+        ctx.close()
+        ctx = None
+    if ctx is None:
+        ctx = _contexts[name] = ConnectionContext(name)
+    return ctx
+
+
+def enqueue_segment(job: dict[str, Any]) -> None:
+    chain(refresh_auth.si(job), fetch.s(), transform.s(), commit.s()).apply_async()
+
+
+def enqueue_sync(sync_id: str) -> None:
+    """Hand a planned sync to the workers."""
+    start_sync.delay(sync_id)
+
+
+@app.task(name="rq.start_sync")
+def start_sync(sync_id: str) -> None:
+    coordination.start(sync_id, context_for, enqueue_segment)
+
+
+@app.task(name="rq.refresh_auth")
+def refresh_auth(job: dict[str, Any]) -> dict[str, Any] | None:
+    return _step(job, "refresh_auth", lambda j: (coordination.prepare(context_for, j), job)[1])
+
+
+@app.task(name="rq.fetch")
+def fetch(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    return _step(job, "fetch", lambda j: coordination.fetch(context_for, j))
+
+
+@app.task(name="rq.transform")
+def transform(ref: dict[str, Any] | None) -> dict[str, Any] | None:
+    return _step(
+        ref and ref["job"], "transform", lambda j: coordination.transform(context_for, ref)
+    )
+
+
+@app.task(name="rq.commit")
+def commit(staged: dict[str, Any] | None) -> None:
+    _step(
+        staged and staged["job"],
+        "commit",
+        lambda j: coordination.commit(context_for, staged, enqueue_segment),
+    )
+
+
+def _step(job: dict[str, Any] | None, name: str, run: Callable[[StreamJob], Any]) -> Any:
+    """Run one step; a failure fails its stream (recorded) and stops the chain (None)."""
+    if job is None:
+        return None
+    stream_job = StreamJob.from_dict(job)
+    try:
+        if coordination.count_attempt(stream_job, name) > coordination.MAX_ATTEMPTS:
+            raise RawqueryError(
+                f"step {name} of segment {stream_job.segment} was delivered "
+                f"{coordination.MAX_ATTEMPTS} times without finishing "
+                "(its worker died each time); giving up"
+            )
+        return run(stream_job)
+    except Exception as exc:  # a bug must fail one stream, not the worker or the others
+        message = (
+            str(exc)
+            if isinstance(exc, RawqueryError)
+            else (f"internal error in {name}: {type(exc).__name__}")
+        )
+        coordination.fail_stream(open_registry(), stream_job, message)
+        return None
