@@ -11,12 +11,13 @@ it).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from celery.beat import Scheduler
 
-from rawquery_workers.errors import RawqueryError
+from rawquery_workers.errors import ConflictError, RawqueryError
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.schedule import parse_schedule
 
@@ -37,12 +38,19 @@ def due_slot(
     return slot
 
 
-def fire_due(registry: Registry, now: datetime | None = None) -> list[str]:
-    """Start a sync for every connection whose schedule is due; returns the fired names."""
+def fire_due(
+    registry: Registry,
+    now: datetime | None = None,
+    enqueue: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Start a sync for every connection whose schedule is due; returns the fired names.
+
+    `now` and `enqueue` (default: hand the sync to the workers) are there for tests."""
     from rawquery_workers import coordination
     from rawquery_workers.sync import plan_sync
-    from rawquery_workers.tasks import enqueue_sync
 
+    if enqueue is None:
+        from rawquery_workers.tasks import enqueue_sync as enqueue
     now = now or datetime.now(UTC)
     fired = []
     for record in registry.list_connections():
@@ -52,16 +60,17 @@ def fire_due(registry: Registry, now: datetime | None = None) -> list[str]:
         if slot is None or not registry.mark_scheduled(record.name, slot):
             continue
         sync_id, _ = plan_sync(registry, record.name, trigger="schedule")
-        owner = coordination.lease_owner(record.name)
-        if owner is not None:
+        try:
+            coordination.claim(registry, record.name, sync_id)
+        except ConflictError as exc:
             registry.finish_sync(
                 sync_id,
                 "failed",
-                error=f"scheduled sync of {slot:%Y-%m-%d %H:%M} UTC skipped: "
-                f"{owner.describe()} was still running",
+                error=f"scheduled sync of {slot:%Y-%m-%d %H:%M} UTC skipped: {exc}",
             )
+            log.warning("skipped the scheduled sync of %s: %s", record.name, exc)
             continue
-        enqueue_sync(sync_id)
+        enqueue(sync_id)
         fired.append(record.name)
     return fired
 
@@ -83,4 +92,6 @@ class RegistryScheduler(Scheduler):
                 log.info("fired scheduled sync of %s", name)
         except RawqueryError as exc:
             log.error("scheduling failed: %s", exc)
+        except Exception as exc:  # Redis or the database away: try again next tick
+            log.error("scheduling failed (%s: %s); retrying", type(exc).__name__, exc)
         return TICK_SECONDS

@@ -23,6 +23,7 @@ ignoring `offset`/`page`) raises PaginationLoopError.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -77,9 +78,13 @@ def read_pages(
     number = 0
     while request is not None:
         number += 1
-        response = api.request(
-            request.method, request.url, params=request.params, json=request.json
-        )
+        try:
+            response = api.request(
+                request.method, request.url, params=request.params, json=request.json
+            )
+        except SourceError as exc:  # say which stream and page (the URL is already in it)
+            exc.args = (f"stream {stream.name}, page {number}: {exc}", *exc.args[1:])
+            raise
         where = f"stream {stream.name}, page {number} ({response.redacted_url})"
         if spec.type == "graphql":
             raise_graphql_errors(response.json, where, api.redactor)
@@ -211,7 +216,11 @@ def _restore(paginator: Paginator, resume: dict[str, JsonValue], stream: Stream)
 def _fingerprint(records: list[Record]) -> bytes | None:
     if not records:
         return None
-    return hashlib.blake2b(orjson.dumps(records, option=orjson.OPT_SORT_KEYS)).digest()
+    try:
+        data = orjson.dumps(records, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits, nesting deeper than orjson's limit
+        data = json.dumps(records, sort_keys=True).encode()
+    return hashlib.blake2b(data).digest()
 
 
 def _shape(value: object) -> str:

@@ -22,8 +22,11 @@ rule holds for every hop.
 from __future__ import annotations
 
 import email.utils
+import json
+import logging
 import math
 import random as _random
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +47,12 @@ DEFAULT_READ_TIMEOUT = 60.0
 MAX_REDIRECTS = 10
 USER_AGENT = "rawquery-workers/0.1 (+https://rawquery.dev)"
 _EXCERPT_CHARS = 200
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+# httpx logs every request's full URL at INFO (an api_key query parameter included) and
+# httpcore its traffic at DEBUG: never below WARNING, whatever RAWQUERY_LOG_LEVEL says
+# (rawquery's own request events carry the redacted URL instead).
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 Event = dict[str, str | int | float | None]
 # Failures of the connection or of the bytes on the wire: worth another attempt.
@@ -313,7 +322,7 @@ class ApiClient:
         parsed: JsonValue = None
         if expect_json and status != 204:
             try:
-                parsed = orjson.loads(response.content)
+                parsed = parse_json(response.content)
             except orjson.JSONDecodeError:
                 return _Failure(self._not_json(response), status)
         return ApiResponse(
@@ -429,6 +438,16 @@ class ApiClient:
     def _emit(self, **event: str | int | float | None) -> None:
         if self._on_event is not None:
             self._on_event(event)
+
+
+def parse_json(content: bytes) -> JsonValue:
+    """A JSON body. orjson turns integers beyond 64 bits into floats (losing digits), so a
+    body holding a run of 19+ digits is parsed again by the standard library, which keeps
+    them exact (it already passed orjson, so it is valid JSON; duplicate keys: last wins)."""
+    parsed = orjson.loads(content)
+    if _LONG_DIGITS.search(content):
+        return json.loads(content)
+    return parsed
 
 
 def _status_text(response: httpx.Response) -> str:

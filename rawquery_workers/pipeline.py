@@ -29,7 +29,7 @@ import orjson
 
 from rawquery_workers.context import StreamContext
 from rawquery_workers.extract import Page, read_pages
-from rawquery_workers.transform import transform_records
+from rawquery_workers.segment import CHUNK_RECORDS, SegmentShaper, relaxed_gc
 from rawquery_workers.transform.batch import KEY, TableBatch
 
 ProgressHook = Callable[[dict[str, Any]], None]
@@ -166,19 +166,49 @@ def fetch_segment(
         records.extend(page.records)
         count += 1
         next_state = page.next_state
-        if ctx.on_progress:
-            ctx.on_progress(
-                {
-                    "stream": job.stream,
-                    "event": "page",
-                    "page": job.pages + count,
-                    "records": len(page.records),
-                    "url": page.url,
-                }
-            )
+        _page_event(ctx, job, count, page)
         if next_state is None or len(records) >= ctx.settings.segment_records:
             break
     return FetchedSegment(job, records, count, next_state)
+
+
+def fetch_and_stage(
+    ctx: StreamContext, job: StreamJob, pages: Iterator[Page] | None = None
+) -> StagedSegment:
+    """`stage_segment(ctx, fetch_segment(ctx, job, pages))` in one pass: records are shaped
+    into Arrow a chunk at a time as their pages arrive (rawquery_workers/segment.py), so
+    memory holds one chunk of records as Python objects, not the whole segment."""
+    pages = pages if pages is not None else iter_pages(ctx, job)
+    shaper = _shaper(ctx, job)
+    chunk: list[dict[str, Any]] = []
+    count = 0
+    next_state: dict[str, Any] | None = None
+    with relaxed_gc():
+        for page in pages:
+            chunk.extend(page.records)
+            count += 1
+            next_state = page.next_state
+            _page_event(ctx, job, count, page)
+            done = next_state is None or shaper.records + len(chunk) >= ctx.settings.segment_records
+            if chunk and (done or len(chunk) >= CHUNK_RECORDS):
+                shaper.add(chunk)
+                chunk = []
+            if done:
+                break
+    return _staged(ctx, job, shaper, count, next_state)
+
+
+def _page_event(ctx: StreamContext, job: StreamJob, count: int, page: Page) -> None:
+    if ctx.on_progress:
+        ctx.on_progress(
+            {
+                "stream": job.stream,
+                "event": "page",
+                "page": job.pages + count,
+                "records": len(page.records),
+                "url": page.url,
+            }
+        )
 
 
 def iter_pages(ctx: StreamContext, job: StreamJob) -> Iterator[Page]:
@@ -190,22 +220,37 @@ def iter_pages(ctx: StreamContext, job: StreamJob) -> Iterator[Page]:
 
 def stage_segment(ctx: StreamContext, fetched: FetchedSegment) -> StagedSegment:
     """Shape the records into tables, evolve their schemas and write Parquet files."""
-    job = fetched.job
+    shaper = _shaper(ctx, fetched.job)
+    shaper.add(fetched.records)
+    return _staged(ctx, fetched.job, shaper, fetched.pages, fetched.next_state)
+
+
+def _shaper(ctx: StreamContext, job: StreamJob) -> SegmentShaper:
     names = [ctx.stream.name, *map(ctx.stream.child_table, ctx.stream.expand)]
     known = {n: k for n in names if (k := ctx.sink.known_schema(job.connection, n))}
-    result = transform_records(ctx.stream, fetched.records, known, since_cursor=job.since)
+    return SegmentShaper(ctx.stream, known, job.since, max_cursor=job.pending_cursor)
+
+
+def _staged(
+    ctx: StreamContext,
+    job: StreamJob,
+    shaper: SegmentShaper,
+    pages: int,
+    next_state: dict[str, Any] | None,
+) -> StagedSegment:
+    """Evolve the tables' schemas and write the shaped segment's Parquet files."""
     changes: list[str] = []
     tables: list[StagedTable] = []
-    for batch in result.tables:
+    for batch in shaper.tables():
         changes += [f"{batch.name}: {c}" for c in ctx.sink.prepare(job.connection, batch)]
         tables.append(_stage_table(ctx, job, batch))
     return StagedSegment(
         job=job,
         tables=tables,
-        pages=fetched.pages,
-        next_state=fetched.next_state,
-        max_cursor=_max(job.pending_cursor, result.max_cursor),
-        warnings=list(result.warnings),
+        pages=pages,
+        next_state=next_state,
+        max_cursor=shaper.max_cursor,
+        warnings=list(shaper.warnings),
         schema_changes=changes,
     )
 

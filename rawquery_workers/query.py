@@ -34,9 +34,21 @@ def referenced_tables(sql: str, available: set[tuple[str, str]]) -> list[tuple[s
 
 
 def _quote_hyphenated(sql: str, namespaces: set[str]) -> str:
+    """Quote the hyphenated namespaces (any case: SQL names are case-insensitive)."""
     for ns in sorted((n for n in namespaces if "-" in n), key=len, reverse=True):
-        sql = re.sub(rf'(?<!["\w-]){re.escape(ns)}(?=\s*\.)', f'"{ns}"', sql)
+        pattern = rf'(?<!["\w-]){re.escape(ns)}(?=\s*\.)'
+        sql = re.sub(pattern, f'"{ns}"', sql, flags=re.IGNORECASE)
     return sql
+
+
+def _unknown_hyphenated(sql: str, available: set[tuple[str, str]]) -> str | None:
+    """A `name-with-dash.table` reference to no existing table (SQL cannot parse it)."""
+    known = {(ns.lower(), tb.lower()) for ns, tb in available}
+    for match in _REFERENCE.finditer(sql):
+        ns, tb = match.group("ns"), match.group("tb") or match.group("tbq")
+        if ns and "-" in ns and (ns.lower(), tb.lower()) not in known:
+            return f"{ns}.{tb}"
+    return None
 
 
 def run_query(sql: str, sink: IcebergSink) -> pa.Table:
@@ -56,6 +68,10 @@ def run_query(sql: str, sink: IcebergSink) -> pa.Table:
         names = ", ".join(sorted(f"{ns}.{tb}" for ns, tb in available)) or "none yet"
         raise NotFoundError(f"{_first_line(exc)}; tables are: {names}") from None
     except duckdb.Error as exc:
+        missing = _unknown_hyphenated(sql, available)
+        if isinstance(exc, duckdb.ParserException) and missing:
+            names = ", ".join(sorted(f"{ns}.{tb}" for ns, tb in available)) or "none yet"
+            raise NotFoundError(f"no table {missing}; tables are: {names}") from None
         raise SpecError(f"query: {_first_line(exc)}") from None
 
 

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     target_file_size: int = 128 * 1024 * 1024
     # Records fetched and committed as one unit of work (one Iceberg commit per segment).
     segment_records: int = 200_000
+    # An s3:// warehouse: the endpoint of an S3-compatible store (MinIO: http://minio:9000),
+    # its keys and region. Unset keys fall back to pyarrow's AWS chain (AWS_* variables,
+    # ~/.aws, instance roles). They reach pyiceberg as the catalog's s3.* properties.
+    s3_endpoint: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
+    s3_region: str | None = None
 
     @cached_property
     def home_dir(self) -> Path:
@@ -52,6 +59,22 @@ class Settings(BaseSettings):
         path = self.home_dir / "warehouse"
         path.mkdir(parents=True, exist_ok=True)
         return path.resolve().as_uri()
+
+    @property
+    def fileio_properties(self) -> dict[str, str]:
+        """The `s3.*` FileIO properties of the warehouse (pyiceberg's names), set ones only.
+
+        With an endpoint but no region, the region is `us-east-1`: pyiceberg would otherwise
+        ask AWS where the bucket lives, which a MinIO or other S3 stand-in cannot answer.
+        """
+        region = self.s3_region or ("us-east-1" if self.s3_endpoint else None)
+        values = {
+            "s3.endpoint": self.s3_endpoint,
+            "s3.access-key-id": self.s3_access_key_id,
+            "s3.secret-access-key": self.s3_secret_access_key,
+            "s3.region": region,
+        }
+        return {key: value for key, value in values.items() if value}
 
     @property
     def distributed(self) -> bool:

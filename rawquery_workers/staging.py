@@ -4,18 +4,32 @@ later step (maybe on another worker) reads back. Removed when the sync ends."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs
+from pyiceberg.io.pyarrow import PyArrowFileIO
+
+from rawquery_workers.settings import get_settings
 
 
 class Staging:
-    def __init__(self, warehouse: str) -> None:
-        self.filesystem, root = fs.FileSystem.from_uri(warehouse)
+    """`fileio` holds the warehouse's `s3.*` properties (default: the settings'), so staging
+    reaches an S3 warehouse through the same endpoint and keys as the Iceberg tables."""
+
+    def __init__(self, warehouse: str, fileio: Mapping[str, str] | None = None) -> None:
+        properties = get_settings().fileio_properties if fileio is None else dict(fileio)
+        self._io = PyArrowFileIO(properties)
+        self.filesystem, root = self._resolve(warehouse)
         self.root = f"{root.rstrip('/')}/_rq_staging"
+
+    def _resolve(self, uri: str) -> tuple[fs.FileSystem, str]:
+        """The pyarrow filesystem and path of `uri` (file://, s3://, ... as pyiceberg reads)."""
+        scheme, netloc, path = PyArrowFileIO.parse_location(uri, self._io.properties)
+        return self._io.fs_by_scheme(scheme, netloc), path
 
     def _dir(self, sync_id: str) -> str:
         return f"{self.root}/{sync_id}"
@@ -48,7 +62,7 @@ class Staging:
         """One column of the given Parquet data files (any URI the warehouse filesystem reads)."""
         chunks = []
         for uri in files:
-            filesystem, path = fs.FileSystem.from_uri(uri)
+            filesystem, path = self._resolve(uri)
             chunks.append(pq.read_table(path, columns=[column], filesystem=filesystem)[column])
         return pa.chunked_array(
             [c for chunk in chunks for c in chunk.chunks], pa.string()

@@ -161,7 +161,7 @@ def run_stream(
         pages = pipeline.iter_pages(ctx, job)
         next_job: pipeline.StreamJob | None = job
         while next_job is not None:
-            staged = pipeline.stage_segment(ctx, pipeline.fetch_segment(ctx, next_job, pages))
+            staged = pipeline.fetch_and_stage(ctx, next_job, pages)
             warnings += staged.warnings
             changes += staged.schema_changes
             next_job = pipeline.commit_segment(ctx, staged)
@@ -253,7 +253,7 @@ def _merge_warnings(lines: list[str]) -> list[str]:
 def conn_staging_cleanup(settings: Settings, sync_id: str) -> None:
     from rawquery_workers.staging import Staging
 
-    Staging(settings.effective_warehouse).remove(sync_id)
+    Staging(settings.effective_warehouse, settings.fileio_properties).remove(sync_id)
 
 
 def spawn_background(sync_id: str, settings: Settings) -> int:

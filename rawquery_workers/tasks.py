@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, chain
+from kombu.exceptions import OperationalError
 
 from rawquery_workers import coordination
 from rawquery_workers.context import ConnectionContext
@@ -72,43 +73,51 @@ def enqueue_segment(job: dict[str, Any]) -> None:
 
 
 def enqueue_sync(sync_id: str) -> None:
-    """Hand a planned sync to the workers."""
+    """Hand a planned (and claimed: `coordination.claim`) sync to the workers."""
     start_sync.delay(sync_id)
 
 
-@app.task(name="rq.start_sync")
+# Redis or the broker went away mid-step: retry the task (after Redis returns, the step is
+# idempotent) rather than fail its stream.
+_RETRY = {
+    "autoretry_for": (*coordination.REDIS_ERRORS, OperationalError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 10,
+    "max_retries": 30,
+}
+
+
+@app.task(name="rq.start_sync", **_RETRY)
 def start_sync(sync_id: str) -> None:
     coordination.start(sync_id, context_for, enqueue_segment)
 
 
-@app.task(name="rq.refresh_auth")
+@app.task(name="rq.refresh_auth", **_RETRY)
 def refresh_auth(job: dict[str, Any]) -> dict[str, Any] | None:
     return _step(job, "refresh_auth", lambda j: (coordination.prepare(context_for, j), job)[1])
 
 
-@app.task(name="rq.fetch")
+@app.task(name="rq.fetch", **_RETRY)
 def fetch(job: dict[str, Any] | None) -> dict[str, Any] | None:
     return _step(job, "fetch", lambda j: coordination.fetch(context_for, j))
 
 
-@app.task(name="rq.transform")
+@app.task(name="rq.transform", **_RETRY)
 def transform(ref: dict[str, Any] | None) -> dict[str, Any] | None:
     return _step(
         ref and ref["job"], "transform", lambda j: coordination.transform(context_for, ref)
     )
 
 
-@app.task(name="rq.commit")
+@app.task(name="rq.commit", **_RETRY)
 def commit(staged: dict[str, Any] | None) -> None:
-    _step(
-        staged and staged["job"],
-        "commit",
-        lambda j: coordination.commit(context_for, staged, enqueue_segment),
-    )
+    run = lambda j: coordination.commit(context_for, staged, enqueue_segment)  # noqa: E731
+    _step(staged and staged["job"], "commit", run)
 
 
 def _step(job: dict[str, Any] | None, name: str, run: Callable[[StreamJob], Any]) -> Any:
-    """Run one step; a failure fails its stream (recorded) and stops the chain (None)."""
+    """Run one step under the sync's heartbeat; a failure fails its stream (recorded) and
+    stops the chain (None). Redis errors propagate, so the task is retried."""
     if job is None:
         return None
     stream_job = StreamJob.from_dict(job)
@@ -119,12 +128,16 @@ def _step(job: dict[str, Any] | None, name: str, run: Callable[[StreamJob], Any]
                 f"{coordination.MAX_ATTEMPTS} times without finishing "
                 "(its worker died each time); giving up"
             )
-        return run(stream_job)
+        with coordination.heartbeat(stream_job):
+            return run(stream_job)
+    except (*coordination.REDIS_ERRORS, OperationalError):
+        raise
     except Exception as exc:  # a bug must fail one stream, not the worker or the others
         message = (
             str(exc)
             if isinstance(exc, RawqueryError)
             else (f"internal error in {name}: {type(exc).__name__}")
         )
+        message = coordination.conn_redact(context_for, stream_job.connection, message)
         coordination.fail_stream(open_registry(), stream_job, message)
         return None

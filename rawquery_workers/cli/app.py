@@ -24,6 +24,11 @@ from rawquery_workers.cli import (
 )
 from rawquery_workers.errors import RawqueryError, SpecError
 
+try:  # Typer >= 0.2x bundles its own click: its usage errors are not click's classes
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # pragma: no cover - a Typer that uses click itself
+    _TyperClickException = click.ClickException  # type: ignore[assignment, misc]
+
 app = typer.Typer(
     name="rq",
     help="Land data from HTTP and GraphQL APIs in Apache Iceberg, from a declarative JSON spec.",
@@ -71,10 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("RAWQUERY_LOG_LEVEL", "WARNING"))
     try:
         result = app(args=argv, standalone_mode=False)
-    except click.ClickException as exc:
+    except (click.ClickException, _TyperClickException) as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         typer.echo("aborted", err=True)
         sys.exit(130)
     except RawqueryError as exc:
@@ -85,9 +90,27 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the last line of defence: a person sees one line, not a trace
         if os.environ.get("RAWQUERY_DEBUG"):
             raise
+        if _database_error(exc):
+            typer.echo(f"error: {_database_error(exc)}", err=True)
+            sys.exit(1)
         typer.echo(
             f"internal error: {type(exc).__name__}; rerun with RAWQUERY_DEBUG=1 for details",
             err=True,
         )
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _database_error(exc: Exception) -> str | None:
+    """A clear line for a registry/catalog database that went away (e.g. PostgreSQL
+    refusing connections mid-sync); None for other errors."""
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return None
+    text = str(exc.orig or exc).strip().splitlines()
+    detail = text[0] if text else type(exc).__name__
+    return (
+        f"the registry/catalog database is unreachable ({detail}); check "
+        "RAWQUERY_CATALOG_URI and the database, then run the sync again (it resumes)"
+    )

@@ -114,8 +114,10 @@ def sync(
     registry = open_registry(settings)
     sync_id, streams = plan_sync(registry, name, stream, full_refresh)
     if settings.distributed:
+        from rawquery_workers.coordination import claim
         from rawquery_workers.tasks import enqueue_sync
 
+        claim(registry, name, sync_id)  # ConflictError (exit 1) while another sync runs
         enqueue_sync(sync_id)
         if not wait:
             typer.echo(sync_id)
@@ -146,11 +148,13 @@ def status(
     spec = parse_spec(record.spec)
     runs = registry.latest_stream_runs(name, [s.name for s in spec.streams])
     streams = [display.run_as_dict(run) for run in runs]
+    skipped = [display.refused_as_dict(s) for s in registry.refused_syncs(name)]
     if as_json:
-        payload = {"connection": name, "streams": streams}
+        payload = {"connection": name, "streams": streams, "skipped": skipped}
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
     else:
         display.status_table(name, record.schedule, streams)
+        display.skipped_lines(skipped)
 
 
 @app.command()

@@ -24,7 +24,6 @@ def run_as_dict(run: Any) -> dict[str, Any]:
         "name": run.stream,
         "status": run.status,
         "rows": run.rows,
-        "pages": run.pages,
         "error": run.error,
         "cursor": run.cursor,
         "schema_changes": list(run.schema_changes or []),
@@ -32,6 +31,23 @@ def run_as_dict(run: Any) -> dict[str, Any]:
         "started_at": _fmt_time(run.started_at),
         "finished_at": _fmt_time(run.finished_at),
     }
+
+
+def refused_as_dict(sync: Any) -> dict[str, Any]:
+    """A sync refused or skipped before it started (e.g. a schedule firing mid-sync)."""
+    return {
+        "sync_id": sync.id,
+        "trigger": sync.trigger,
+        "created_at": _fmt_time(sync.created_at),
+        "error": sync.error,
+    }
+
+
+def skipped_lines(skipped: list[dict[str, Any]]) -> None:
+    for s in skipped:
+        typer.echo(
+            f"note: {s['trigger']} sync {s['sync_id']} at {s['created_at'][:19]}: {s['error']}"
+        )
 
 
 def connections_table(rows: list[dict[str, Any]]) -> None:
@@ -99,10 +115,11 @@ class Progress:
 
     def __init__(self, streams: list[str]) -> None:
         self.started = time.monotonic()
-        self.state = {s: {"pages": 0, "records": 0, "waits": 0.0} for s in streams}
+        self.state = {s: {"pages": 0, "records": 0} for s in streams}
         self.tty = sys.stdout.isatty()
         self._live: Live | None = None
         self._last_line: dict[str, float] = {}
+        self.waited = 0.0  # seconds spent waiting for the connection's rate limit
 
     def __enter__(self) -> Progress:
         if self.tty:
@@ -117,9 +134,8 @@ class Progress:
 
     def update(self, event: dict[str, Any]) -> None:
         stream = event.get("stream")
-        if event.get("event") == "request" and event.get("wait"):
-            for s in self.state.values():
-                s["waits"] += float(event["wait"])
+        if event.get("event") == "request":
+            self.waited += float(event.get("rate_limit_wait") or 0.0)
         if event.get("event") != "page" or stream not in self.state:
             return
         s = self.state[stream]
@@ -137,7 +153,14 @@ class Progress:
 
     def _table(self) -> Table:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        table = Table("stream", "pages", "records", "records/s", "elapsed")
+        table = Table(
+            "stream",
+            "pages",
+            "records",
+            "records/s",
+            "elapsed",
+            caption=f"rate-limit waits: {self.waited:.1f}s",
+        )
         for name, s in self.state.items():
             table.add_row(
                 name,
@@ -147,3 +170,116 @@ class Progress:
                 f"{elapsed:.1f}s",
             )
         return table
+
+
+FOLLOW_POLL_SECONDS = 0.5
+LOST_AFTER_SECONDS = 30.0
+
+
+def follow_sync(registry: Any, sync_id: str) -> Any:
+    """Distributed mode: show a sync's per-stream progress from the registry until it ends
+    (rich in a terminal, a line per change otherwise), then return its `SyncOutcome`.
+
+    A sync whose lease stays gone for LOST_AFTER_SECONDS while the registry still shows it
+    unfinished was lost (Redis restarted, every worker died): it is marked failed.
+    """
+    from rawquery_workers import coordination
+
+    follower = _Follower(registry, sync_id)
+    live = Live(follower.table(), console=console, refresh_per_second=4) if follower.tty else None
+    with live if live is not None else _nothing():
+        while not follower.poll():
+            if live is not None:
+                live.update(follower.table())
+            coordination.check_lost(registry, sync_id, LOST_AFTER_SECONDS, follower.lost_since)
+            time.sleep(FOLLOW_POLL_SECONDS)  # polling the durable registry; nothing to wait on
+        if live is not None:
+            live.update(follower.table())
+    return follower.outcome()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Follower:
+    """What `follow_sync` has seen of one sync so far."""
+
+    def __init__(self, registry: Any, sync_id: str) -> None:
+        self.registry = registry
+        self.sync_id = sync_id
+        self.tty = sys.stdout.isatty()
+        self.started = time.monotonic()
+        self.sync = registry.get_sync(sync_id)
+        self.lost_since: dict[str, float] = {}
+        self._printed: dict[str, tuple[Any, ...]] = {}
+
+    def poll(self) -> bool:
+        """Read the registry again; print plain lines for changes; True once it ended."""
+        self.sync = self.registry.get_sync(self.sync_id)
+        if not self.tty:
+            for run in self.sync.streams:
+                seen = (run.status, run.pages, run.rows)
+                if self._printed.get(run.stream) != seen:
+                    self._printed[run.stream] = seen
+                    typer.echo(self._line(run))
+        return self.sync.status in ("succeeded", "failed")
+
+    def _line(self, run: Any) -> str:
+        elapsed = self._elapsed(run)
+        rate = run.rows / elapsed if elapsed > 0 else 0.0
+        return (
+            f"{run.stream}: {run.status}, {run.pages} pages, {run.rows} rows, "
+            f"{rate:.0f} rows/s, {elapsed:.1f}s"
+        )
+
+    def _elapsed(self, run: Any) -> float:
+        if run.started_at is None:
+            return 0.0
+        from datetime import UTC, datetime
+
+        end = run.finished_at or datetime.now(UTC)
+        started = run.started_at
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        if end.tzinfo is None:
+            end = end.replace(tzinfo=UTC)
+        return max((end - started).total_seconds(), 0.0)
+
+    def table(self) -> Table:
+        table = Table("stream", "status", "pages", "rows", "rows/s", "elapsed")
+        for run in self.sync.streams:
+            elapsed = self._elapsed(run)
+            rate = run.rows / elapsed if elapsed > 0 else 0.0
+            table.add_row(
+                run.stream,
+                run.status,
+                str(run.pages),
+                str(run.rows),
+                f"{rate:.0f}",
+                f"{elapsed:.1f}s",
+            )
+        return table
+
+    def outcome(self) -> Any:
+        from rawquery_workers.sync import StreamOutcome, SyncOutcome
+
+        streams = [
+            StreamOutcome(
+                run.stream,
+                run.status,
+                rows=run.rows,
+                pages=run.pages,
+                seconds=self._elapsed(run),
+                error=run.error,
+                cursor=run.cursor,
+                warnings=list(run.warnings or []),
+                schema_changes=list(run.schema_changes or []),
+            )
+            for run in self.sync.streams
+        ]
+        return SyncOutcome(self.sync_id, self.sync.connection, streams)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,19 @@ from rawquery_workers.settings import CATALOG_NAME, Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
-_cache: dict[tuple[str, str], SqlCatalog] = {}
+_cache: dict[tuple[str, str, frozenset[tuple[str, str]]], SqlCatalog] = {}
 _cache_lock = threading.Lock()
 
 
 def open_catalog(settings: Settings | None = None) -> SqlCatalog:
     """The process-wide catalog for `settings` (RAWQUERY_CATALOG_URI, RAWQUERY_WAREHOUSE)."""
     settings = settings or get_settings()
-    key = (settings.effective_catalog_uri, settings.effective_warehouse)
+    fileio = settings.fileio_properties
+    key = (settings.effective_catalog_uri, settings.effective_warehouse, _frozen(fileio))
     with _cache_lock:
         catalog = _cache.get(key)
         if catalog is None:
-            catalog = _cache[key] = new_catalog(*key)
+            catalog = _cache[key] = new_catalog(key[0], key[1], fileio)
     return catalog
 
 
@@ -49,12 +51,14 @@ def close_catalogs() -> None:
         _cache.clear()
 
 
-def new_catalog(uri: str, warehouse: str) -> SqlCatalog:
-    """A new, uncached catalog object (its own connection pool) on `uri` and `warehouse`."""
+def new_catalog(uri: str, warehouse: str, fileio: Mapping[str, str] | None = None) -> SqlCatalog:
+    """A new, uncached catalog object (its own connection pool) on `uri` and `warehouse`;
+    `fileio` holds the warehouse's FileIO properties (`s3.endpoint`, keys: see
+    `Settings.fileio_properties`), which every table loaded through the catalog inherits."""
     url = make_url(uri)
     shown = url.render_as_string(hide_password=True)
     sqlite = url.get_backend_name() == "sqlite"
-    properties: dict[str, str] = {"uri": uri, "warehouse": warehouse}
+    properties: dict[str, str] = {**(fileio or {}), "uri": uri, "warehouse": warehouse}
     if not sqlite:
         properties["pool_pre_ping"] = "true"
     try:
@@ -70,6 +74,10 @@ def new_catalog(uri: str, warehouse: str) -> SqlCatalog:
         event.listen(catalog.engine, "connect", _sqlite_pragmas)
         catalog.engine.dispose()  # drop the connection opened before the listener existed
     return catalog
+
+
+def _frozen(properties: Mapping[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset(properties.items())
 
 
 def _prepare_sqlite_file(database: str | None) -> None:

@@ -406,6 +406,10 @@ def _shown(value: object, path: list[Segment]) -> str:
 
 def _quote(value: object) -> str:
     if isinstance(value, str):
+        # Control characters (newlines too) escaped: one problem stays one line.
+        value = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode() for c in value
+        )
         return f"'{value}'" if len(value) <= 40 else f"'{value[:37]}...'"
     return _shown(value, [])
 
