@@ -90,7 +90,11 @@ def test_oauth_tokens_expiring_mid_sync_are_refreshed_once_each(
     assert 400 not in provider.grants, "a refresh token was spent twice (invalid_grant)"
     expiries = (time.monotonic() - started) / 2.0
     print(f"oauth expiry: {len(provider.grants)} token requests over {expiries * 2:.1f}s")
-    assert 2 <= len(provider.grants) <= expiries + 2
+    assert 1 <= len(provider.grants) <= expiries + 2
+    # Requests to the API that span more than one token lifetime need a second token.
+    data = [r.at for r in shop.server.requests if r.path != "/token"]
+    if data[-1] - data[0] > 2.5:
+        assert len(provider.grants) >= 2
     assert table_ids("oauth", "customers") == list(range(1, 61))
 
 
