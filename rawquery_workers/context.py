@@ -131,7 +131,10 @@ class ConnectionContext:
         limits = self.spec.retry
         if limits.requests_per_second is None:
             return NoLimit()
-        rate, burst = limits.requests_per_second, limits.effective_burst
+        # One request of headroom below the API's own bucket: an API enforcing exactly
+        # `rate` with the same burst sees requests a few ms early or late (network jitter),
+        # and with no slack a perfectly paced stream would still draw the odd 429.
+        rate, burst = limits.requests_per_second, max(1, limits.effective_burst - 1)
         if self.settings.redis_url:
             from rawquery_workers.ratelimit_redis import RedisTokenBucket
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# `dist` and `rq_workers`: fixtures of the distributed tests (private Redis, `rq worker`s).
+from tests.distributed.conftest import dist  # noqa: F401
+from tests.reliability.dist_support import rq_workers  # noqa: F401
 from tests.reliability.tally import TALLY
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"

@@ -3,8 +3,8 @@
 One Redis, one pair of `rq worker` processes and one connection (two incremental streams)
 serve every run; between runs the API changes (updates and new rows), so each run is an
 incremental sync of a few segments of 4 records, started like `rq connections sync` starts
-one (plan, claim the lease, enqueue) but in this process, to spare the CLI's start-up. Each run kills a pool process once, at a
-point drawn (seeded) from:
+one (plan, claim the lease, enqueue) but in this process, to spare the CLI's start-up.
+Each run kills a pool process once, at a point drawn (seeded) from:
 
 - a crash hook (`RAWQUERY_TEST_CRASH_AT`, coordination.py) in segment 0 or 1: `fetch`
   (pages fetched, not yet staged), `transform` (records read back), `staged` (data files
@@ -32,14 +32,13 @@ from typing import Any
 
 import pytest
 
-from tests.distributed.conftest import Dist, dist, wait_for  # noqa: F401  (fixture)
-from tests.reliability.dist_support import (  # noqa: F401  (fixture)
+from tests.distributed.conftest import Dist, wait_for
+from tests.reliability.dist_support import (
     RqWorkers,
     SyncHandle,
     create_connection,
     cursor_behind_data,
     fetching_pid,
-    rq_workers,
 )
 from tests.reliability.support import FakeApi, assert_exact, committed_state, items_spec
 from tests.reliability.tally import TALLY
@@ -104,8 +103,8 @@ def _arm_only(home: Path, kind: str, segment: int) -> Path | None:
 
 
 def test_pool_processes_killed_at_random_points_22_runs(
-    dist: Dist,  # noqa: F811
-    rq_workers: RqWorkers,  # noqa: F811
+    dist: Dist,
+    rq_workers: RqWorkers,
     api_server: ApiServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.distributed.conftest import Dist, dist  # noqa: F401  (fixture)
-from tests.reliability.dist_support import RqWorkers, create_connection, rq_workers  # noqa: F401
+from tests.distributed.conftest import Dist
+from tests.reliability.dist_support import RqWorkers, create_connection
 from tests.reliability.support import FakeApi, assert_exact, items_spec, make_records
 from tests.support.api_server import ApiServer
 
@@ -15,8 +15,8 @@ READ_TIMEOUT = 0.4
 
 
 def test_faulty_api_two_workers_end_exact(
-    dist: Dist,  # noqa: F811
-    rq_workers: RqWorkers,  # noqa: F811
+    dist: Dist,
+    rq_workers: RqWorkers,
     api_server: ApiServer,
 ) -> None:
     records = make_records(90, seed=5)
