@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from api import BenchApi  # noqa: E402
 from baseline import httpx_json, urllib3_orjson  # noqa: E402
+from distributed import summary as distributed_summary  # noqa: E402
 
 TOKEN = "bench-token"
 PY = sys.executable
@@ -95,6 +96,15 @@ def bench_limiter(seconds: float) -> str:
     return (done.stdout + done.stderr).strip()
 
 
+def bench_distributed(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.skip_distributed:
+        return None
+    print("distributed (d)/(g)", flush=True)
+    extra = ["--records", str(args.records), "--runs", str(args.runs)]
+    extra += ["--pages", "5", "--latency-runs", "5"] if args.quick else []
+    return child([str(HERE / "distributed.py"), *extra])
+
+
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     names = ["httpx", "urllib3", "orjson", "pyarrow", "pyiceberg", "celery"]
@@ -107,7 +117,9 @@ def machine() -> str:
     )
 
 
-def report(args: argparse.Namespace, sync: dict[str, Any], rss: dict, limiter: str) -> str:
+def report(
+    args: argparse.Namespace, sync: dict[str, Any], rss: dict, limiter: str, dist: dict | None
+) -> str:
     n = args.records
     raw, first, second, dlt = sync["raw"], sync["first"], sync["second"], sync["dlt"]
     httpx_med = statistics.median(raw["httpx"])
@@ -156,6 +168,10 @@ def report(args: argparse.Namespace, sync: dict[str, Any], rss: dict, limiter: s
         lines.append(f"- ratio {big / small:.2f} x (target <= 1.2 x, and <= 300 MB at 1M)")
     lines += ["", "(f) limiter precision (bench/limiter_precision.py, 4 processes):", "",
               "```", limiter, "```"]  # fmt: skip
+    if dist is None:
+        lines += ["", "(d)/(g) distributed: not run (--skip-distributed)"]
+    else:
+        lines += distributed_summary(dist)
     return "\n".join(lines)
 
 
@@ -164,6 +180,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k records, RSS at 10k/100k")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--skip-distributed", action="store_true")
     parser.add_argument("--no-readme", action="store_true", help="print only")
     args = parser.parse_args()
     args.records = 20_000 if args.quick else 200_000
@@ -174,7 +191,8 @@ def main() -> None:
         bench_sync(api, args.records, args.runs, sync)
     rss = bench_rss(sizes, args.runs)
     limiter = bench_limiter(5 if args.quick else 20)
-    text = report(args, sync, rss, limiter)
+    dist = bench_distributed(args)
+    text = report(args, sync, rss, limiter, dist)
     print(text)
     print(f"\n(all benchmarks: {time.monotonic() - started:.0f} s)")
     if not args.no_readme:

@@ -99,7 +99,7 @@ def unite(parts: list[TableBatch]) -> TableBatch:
     retypable = frozenset.intersection(*(p.retypable | _absent(p, names) for p in parts))
     types = {n: _united_type([_voting_type(p, n) for p in parts]) for n in names}
     tables = [_aligned(p.data, names, types) for p in parts]
-    data = pa.concat_tables(tables).combine_chunks()
+    data = pa.concat_tables(tables)  # chunked: no copy of the segment
     keys = [p.parent_keys for p in parts if p.parent_keys is not None]
     parent_keys = pa.concat_arrays([k.cast(keys[0].type) for k in keys]) if keys else None
     return TableBatch(

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     # Target size of one Parquet data file, in uncompressed Arrow bytes.
     target_file_size: int = 128 * 1024 * 1024
     # Records fetched and committed as one unit of work (one Iceberg commit per segment).
-    segment_records: int = 200_000
+    # Peak memory grows with it (bench/README.md: 1M records at 100k: 286 MB; at 200k:
+    # 336-395 MB); the files per table per sync are at least the segments.
+    segment_records: int = 100_000
     # An s3:// warehouse: the endpoint of an S3-compatible store (MinIO: http://minio:9000),
     # its keys and region. Unset keys fall back to pyarrow's AWS chain (AWS_* variables,
     # ~/.aws, instance roles). They reach pyiceberg as the catalog's s3.* properties.

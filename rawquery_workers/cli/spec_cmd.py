@@ -18,8 +18,6 @@ from rawquery_workers.cli.options import (
     RefreshToken,
     credentials_from_flags,
 )
-from rawquery_workers.cli.preview_display import preview_json, preview_lines
-from rawquery_workers.preview import DEFAULT_PAGES, preview_spec
 from rawquery_workers.spec.loading import load_spec_file
 from rawquery_workers.spec.schema import spec_json_schema
 
@@ -53,9 +51,7 @@ def preview(
         list[str] | None,
         typer.Option("--stream", show_default=False, help="Only this stream (repeatable)."),
     ] = None,
-    pages: Annotated[
-        int, typer.Option("--pages", min=1, help="Pages to read per stream.")
-    ] = DEFAULT_PAGES,
+    pages: Annotated[int, typer.Option("--pages", min=1, help="Pages to read per stream.")] = 2,
     auth_token: AuthToken = None,
     auth_user: AuthUser = None,
     auth_pass: AuthPass = None,
@@ -68,6 +64,10 @@ def preview(
 
     Exits 0 when every stream was read, 1 when one failed (its error is shown).
     """
+    # Imported here: the extraction and transform stack is only needed by preview.
+    from rawquery_workers.cli.preview_display import preview_json, preview_lines
+    from rawquery_workers.preview import preview_spec
+
     spec = load_spec_file(file)
     creds = credentials_from_flags(
         auth_token, auth_user, auth_pass, client_id, client_secret, refresh_token

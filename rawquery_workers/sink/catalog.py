@@ -64,7 +64,7 @@ def new_catalog(uri: str, warehouse: str, fileio: Mapping[str, str] | None = Non
     try:
         if sqlite:
             _prepare_sqlite_file(url.database)
-        catalog = SqlCatalog(CATALOG_NAME, **properties)
+        catalog = _sql_catalog(properties)
     except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
         raise SinkError(
             f"cannot open the Iceberg catalog at {shown}: {_first_line(exc)}; "
@@ -74,6 +74,17 @@ def new_catalog(uri: str, warehouse: str, fileio: Mapping[str, str] | None = Non
         event.listen(catalog.engine, "connect", _sqlite_pragmas)
         catalog.engine.dispose()  # drop the connection opened before the listener existed
     return catalog
+
+
+def _sql_catalog(properties: dict[str, str]) -> SqlCatalog:
+    """pyiceberg creates its tables on first open; workers opening a new catalog at the same
+    moment race to do so and the losers see "table ... already exists": open again."""
+    try:
+        return SqlCatalog(CATALOG_NAME, **properties)
+    except SQLAlchemyError as exc:
+        if "already exists" not in str(exc):
+            raise
+        return SqlCatalog(CATALOG_NAME, **properties)
 
 
 def _frozen(properties: Mapping[str, str]) -> frozenset[tuple[str, str]]:
