@@ -142,10 +142,12 @@ def refresh_auth(ctx: StreamContext) -> None:
 
 
 def ensure_auth(ctx: StreamContext) -> None:
-    """Before a later segment: pick up credentials another worker may have rotated."""
-    reload = getattr(ctx.auth, "reload_credentials", None)
-    if callable(reload):
-        reload()
+    """Before each segment in distributed mode: refresh an access token that is missing or
+    about to expire (under the single-flight lock, so a token another worker just rotated is
+    picked up instead of refreshed again)."""
+    ensure_fresh = getattr(ctx.auth, "ensure_fresh", None)
+    if callable(ensure_fresh):
+        ensure_fresh()
 
 
 # --- step 2: fetch-pages -------------------------------------------------------------------

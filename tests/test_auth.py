@@ -646,6 +646,16 @@ def test_oauth2_refresh_before_sync_persists_the_rotated_token_first(
     assert provider.tokens_saved_when_used == [("access-1", "access-1")] * 3
 
 
+def test_oauth2_ensure_fresh_refreshes_only_a_missing_or_expiring_token(
+    provider: RotatingProvider,
+) -> None:
+    auth = hubspot_auth(provider)
+    auth.ensure_fresh()  # no access token yet: one exchange
+    auth.ensure_fresh()  # still valid: none
+    assert [c.refresh_token for c in provider.saved] == ["refresh-1"]
+    assert len(provider.token_calls()) == 1
+
+
 def test_oauth2_401_mid_sync_refreshes_once_with_the_rotated_token(
     provider: RotatingProvider,
 ) -> None:

@@ -101,6 +101,12 @@ class OAuth2Authenticator(OriginBoundAuth):
             if self._token_client is None:
                 client.close()
 
+    def ensure_fresh(self) -> None:
+        """Refresh only if the access token is missing or about to expire (a later segment's
+        refresh-auth step; the flow would otherwise do it on the next request)."""
+        if not self._usable(self._creds):
+            self.refresh()
+
     def authenticated_flow(self, request: httpx.Request) -> Flow:
         if not self._usable(self._creds):
             yield from self.refresh_flow(stale=self._creds.access_token)
