@@ -62,7 +62,7 @@ class ConnectionContext:
         self.credentials = self.registry.get_credentials(name)
         self.on_progress = on_progress
         self.sink = open_sink(self.settings)
-        self.staging = Staging(self.settings.effective_warehouse, self.settings.fileio_properties)
+        self.staging = Staging.of(self.settings)
         self.client = build_client()
         self.redactor = Redactor.for_auth(self.spec.auth, self.credentials)
         self.auth = build_auth(

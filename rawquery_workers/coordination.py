@@ -43,6 +43,7 @@ from rawquery_workers.locks import COMPARE_AND_DELETE, RENEW_LEASE, LockOwner, s
 from rawquery_workers.redis_keys import connection_prefix, sync_lock_key
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.settings import get_settings
+from rawquery_workers.staging import Staging
 
 LEASE_SECONDS = 600
 HEARTBEAT_SECONDS = 5.0
@@ -353,14 +354,8 @@ def _stream_finished(registry: Registry, job: pipeline.StreamJob) -> None:
         "failed" if failed else "succeeded",
         error=f"streams failed: {', '.join(failed)}" if failed else None,
     )
-    context_staging_remove(job.sync_id)
+    Staging.of(get_settings()).remove(job.sync_id)
     release_lease(job.connection, job.sync_id)
-
-
-def context_staging_remove(sync_id: str) -> None:
-    from rawquery_workers.staging import Staging
-
-    Staging(get_settings().effective_warehouse).remove(sync_id)
 
 
 def _run(registry: Registry, job: pipeline.StreamJob) -> Any:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from rawquery_workers.settings import get_settings
+from rawquery_workers.settings import Settings, get_settings
 
 
 class Staging:
@@ -25,6 +25,11 @@ class Staging:
         self._io = PyArrowFileIO(properties)
         self.filesystem, root = self._resolve(warehouse)
         self.root = f"{root.rstrip('/')}/_rq_staging"
+
+    @classmethod
+    def of(cls, settings: Settings) -> Staging:
+        """The staging area of the configured warehouse."""
+        return cls(settings.effective_warehouse, settings.fileio_properties)
 
     def _resolve(self, uri: str) -> tuple[fs.FileSystem, str]:
         """The pyarrow filesystem and path of `uri` (file://, s3://, ... as pyiceberg reads)."""

@@ -23,6 +23,7 @@ from rawquery_workers.errors import NotFoundError, RawqueryError
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.settings import Settings, get_settings
 from rawquery_workers.spec.loading import parse_spec
+from rawquery_workers.staging import Staging
 
 ProgressHook = Callable[[dict[str, Any]], None]
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _run_streams(
         registry.finish_sync(sync_id, "failed", error=str(exc))
         raise
     finally:
-        conn_staging_cleanup(settings, sync_id)
+        Staging.of(settings).remove(sync_id)
     ok = all(o.status == "succeeded" for o in outcomes)
     failed = [o.name for o in outcomes if o.status != "succeeded"]
     registry.finish_sync(
@@ -248,12 +249,6 @@ def _failed(
 def _merge_warnings(lines: list[str]) -> list[str]:
     """Warnings repeat once per segment: keep each distinct line once, in order."""
     return list(dict.fromkeys(lines))
-
-
-def conn_staging_cleanup(settings: Settings, sync_id: str) -> None:
-    from rawquery_workers.staging import Staging
-
-    Staging(settings.effective_warehouse, settings.fileio_properties).remove(sync_id)
 
 
 def spawn_background(sync_id: str, settings: Settings) -> int:

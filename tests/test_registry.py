@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine
 
 from rawquery_workers.credentials import Credentials
 from rawquery_workers.errors import ConfigError, ConflictError, NotFoundError
 from rawquery_workers.registry import KEEP, Registry, dispose_engines, ensure_schema, open_registry
 from rawquery_workers.registry import db as regdb
 from rawquery_workers.settings import get_settings, reset_settings
+from tests.support.postgres import private_schema_url
 
 POSTGRES_URL = os.environ.get(
     "RAWQUERY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -34,25 +33,11 @@ def db_uri(request: pytest.FixtureRequest, rq_home: Path) -> Iterator[str]:
         yield f"sqlite:///{rq_home / 'catalog.db'}"
         dispose_engines()
         return
-    admin = create_engine(POSTGRES_URL)
-    try:
-        admin.connect().close()
-    except OperationalError:
-        admin.dispose()
-        if "RAWQUERY_TEST_POSTGRES_URL" in os.environ:
-            raise
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} (set RAWQUERY_TEST_POSTGRES_URL)")
-    schema = f"rqtest_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        dispose_engines()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema_url("rqtest") as url:
+        try:
+            yield url
+        finally:
+            dispose_engines()
 
 
 @pytest.fixture

@@ -269,13 +269,6 @@ class IcebergSink:
                 return True
         raise AssertionError("attempts() raises when exhausted")
 
-    def pending_replaces(self, namespace: str, table: str) -> list[str]:
-        """Sync ids of full refreshes staged on the table but neither finished nor aborted."""
-        loaded = self.tables.load_or_none(namespace, table)
-        if loaded is None:
-            return []
-        return sorted(s for ref in loaded.metadata.refs if (s := st.staged_sync_id(ref)))
-
     # --- state --------------------------------------------------------------------------
 
     def committed_state(

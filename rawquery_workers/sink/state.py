@@ -28,11 +28,6 @@ def replace_branch(sync_id: str) -> str:
     return f"{_BRANCH_PREFIX}{sync_id}"
 
 
-def staged_sync_id(ref: str) -> str | None:
-    """The sync id whose full refresh `ref` stages, or None for any other ref."""
-    return ref.removeprefix(_BRANCH_PREFIX) if ref.startswith(_BRANCH_PREFIX) else None
-
-
 def snapshot_properties(
     state: Mapping[str, str], *, sync_id: str, segment: int | None, replaced: bool = False
 ) -> dict[str, str]:

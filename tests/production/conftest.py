@@ -14,12 +14,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
-from tests.conftest import POSTGRES_URL
 from tests.support import s3_server as s3
+from tests.support.postgres import private_schema_url
 
 WAREHOUSE_PREFIX = "warehouse"
 
@@ -47,25 +44,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3.S3Server]
 @pytest.fixture
 def pg_schema_uri() -> Iterator[str]:
     """A catalog URI whose search_path is a private, new schema (dropped afterwards)."""
-    admin = create_engine(POSTGRES_URL)
-    try:
-        admin.connect().close()
-    except OperationalError:
-        admin.dispose()
-        if "RAWQUERY_TEST_POSTGRES_URL" in os.environ:
-            raise
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} (set RAWQUERY_TEST_POSTGRES_URL)")
-    schema = f"rqprod_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            # Sessions of the test's subprocesses are gone; drop what they created.
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    # Sessions of the test's subprocesses are gone when the schema is dropped.
+    with private_schema_url("rqprod") as url:
+        yield url
 
 
 @pytest.fixture
