@@ -132,10 +132,10 @@ class Cluster:
 
     def enqueue_here(self, name: str) -> str:
         """What `rq connections sync NAME --no-wait` does, in this process (no CLI start-up)."""
-        from rawquery_workers.coordination import claim
+        from rawquery_workers.celery_app import enqueue_sync
+        from rawquery_workers.connections import plan_sync
+        from rawquery_workers.lease import claim
         from rawquery_workers.registry import open_registry
-        from rawquery_workers.sync import plan_sync
-        from rawquery_workers.tasks import enqueue_sync
 
         registry = open_registry()
         sync_id, _ = plan_sync(registry, name)

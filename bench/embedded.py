@@ -84,7 +84,8 @@ def table_figures() -> dict[str, Any]:
 
 
 def run(url: str, token: str | None, page_size: int, profile: str | None) -> dict[str, Any]:
-    from rawquery_workers.sync import plan_sync, run_sync
+    from rawquery_workers.connections import plan_sync
+    from rawquery_workers.sync import run_sync
 
     setup(url, token, page_size)
     from rawquery_workers.registry import open_registry

@@ -6,20 +6,25 @@ of one connection) fires once even with several beat processes: the registry rec
 last fired slot with a conditional UPDATE that only one of them can win. A slot that comes
 while the connection is still syncing is skipped, and the skip is recorded (`status` shows
 it).
+
+`UtcCrontab` is a schedule as a Celery crontab, for code that wants Celery's own view of it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from celery.beat import Scheduler
+from celery.schedules import crontab
 
+from rawquery_workers.connections import plan_sync
 from rawquery_workers.errors import ConflictError, RawqueryError
+from rawquery_workers.lease import claim
 from rawquery_workers.registry import Registry, open_registry
-from rawquery_workers.schedule import parse_schedule
+from rawquery_workers.schedule import Schedule, as_utc, parse_schedule
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 5.0
@@ -46,11 +51,8 @@ def fire_due(
     """Start a sync for every connection whose schedule is due; returns the fired names.
 
     `now` and `enqueue` (default: hand the sync to the workers) are there for tests."""
-    from rawquery_workers import coordination
-    from rawquery_workers.sync import plan_sync
-
-    if enqueue is None:
-        from rawquery_workers.tasks import enqueue_sync as enqueue
+    if enqueue is None:  # the Celery app reads the settings when first imported
+        from rawquery_workers.celery_app import enqueue_sync as enqueue
     now = now or datetime.now(UTC)
     fired = []
     for record in registry.list_connections():
@@ -61,7 +63,7 @@ def fire_due(
             continue
         sync_id, _ = plan_sync(registry, record.name, trigger="schedule")
         try:
-            coordination.claim(registry, record.name, sync_id)
+            claim(registry, record.name, sync_id)
         except ConflictError as exc:
             registry.finish_sync(
                 sync_id,
@@ -95,3 +97,36 @@ class RegistryScheduler(Scheduler):
         except Exception as exc:  # Redis or the database away: try again next tick
             log.error("scheduling failed (%s: %s); retrying", type(exc).__name__, exc)
         return TICK_SECONDS
+
+
+class UtcCrontab(crontab):
+    """A crontab whose due times come from `Schedule.next_after`, always in UTC (Celery's
+    own crontab uses the app's timezone and ANDs the two day fields)."""
+
+    def __init__(self, schedule: Schedule, **kwargs: Any) -> None:
+        minute, hour, day_of_month, month, day_of_week = _celery_fields(schedule)
+        super().__init__(minute, hour, day_of_week, day_of_month, month, **kwargs)
+        self.schedule = schedule
+
+    @property
+    def tz(self) -> tzinfo:
+        return UTC
+
+    def remaining_estimate(self, last_run_at: datetime, ffwd: Any = None) -> timedelta:
+        return self.schedule.next_after(last_run_at) - as_utc(self.now())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.schedule,), self._orig_kwargs)
+
+    def __repr__(self) -> str:
+        return f"<UtcCrontab: {self.schedule.cron} (UTC)>"
+
+
+def _celery_fields(schedule: Schedule) -> list[str]:
+    """The five fields as Celery's crontab reads them: `*` or the allowed numbers."""
+    fields = schedule.fields
+    values = [fields.minutes, fields.hours, fields.days, fields.months, fields.weekdays]
+    return [
+        "*" if part == "*" else ",".join(map(str, sorted(allowed)))
+        for part, allowed in zip(schedule.cron.split(" "), values, strict=True)
+    ]

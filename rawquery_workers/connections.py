@@ -1,4 +1,5 @@
-"""Registering connections: the checks `rq connect` and `rq connections update` share."""
+"""Connections: the checks `rq connect` and `rq connections update` share, and planning a
+sync of one (`plan_sync`, for the CLI and beat in both modes)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import re
 from pathlib import Path
 
 from rawquery_workers.credentials import Credentials
-from rawquery_workers.errors import SpecError
+from rawquery_workers.errors import NotFoundError, SpecError
+from rawquery_workers.registry import Registry
 from rawquery_workers.schedule import parse_schedule
-from rawquery_workers.spec.loading import load_spec_file, spec_to_json
+from rawquery_workers.spec.loading import load_spec_file, parse_spec, spec_to_json
 from rawquery_workers.spec.models import (
     ApiKeyAuth,
     BasicAuth,
@@ -76,3 +78,25 @@ def require_credentials(spec: Spec, creds: Credentials, source: str) -> None:
 
 def checked_schedule(text: str | None) -> str | None:
     return None if text is None else parse_schedule(text).text
+
+
+def plan_sync(
+    registry: Registry,
+    name: str,
+    streams: list[str] | None = None,
+    full_refresh: bool = False,
+    trigger: str = "manual",
+) -> tuple[str, list[str]]:
+    """Record a queued sync of `streams` (default: all) and return its id and streams."""
+    record = registry.get_connection(name)
+    spec = parse_spec(record.spec, source=f"connection '{name}'")
+    known = [s.name for s in spec.streams]
+    chosen = streams or known
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise NotFoundError(
+            f"connection '{name}' has no stream {', '.join(map(repr, unknown))}; "
+            f"its streams are {', '.join(known)}"
+        )
+    sync_id = registry.create_sync(name, chosen, full_refresh=full_refresh, trigger=trigger)
+    return sync_id, chosen

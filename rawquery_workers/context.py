@@ -18,6 +18,7 @@ from rawquery_workers.credentials import Credentials
 from rawquery_workers.http import ApiClient, RetryPolicy, build_client
 from rawquery_workers.ratelimit import NoLimit, RateLimiter, local_limiter
 from rawquery_workers.redact import Redactor
+from rawquery_workers.redis_keys import redis_client
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.settings import Settings, get_settings
 from rawquery_workers.sink import IcebergSink, open_sink
@@ -74,29 +75,24 @@ class ConnectionContext:
             reload=lambda: self.registry.get_credentials(name),
             token_client=self.client,
         )
-        self.api = ApiClient(
-            self.client,
-            self.spec.base_url,
-            self.auth,
-            self._limiter(),
-            limiter_key=name,
-            policy=RetryPolicy.from_spec(self.spec.retry),
-            redactor=self.redactor,
-            on_event=self._on_request,
-        )
+        self.limiter = self._limiter()  # one budget for all the connection's streams
+        self.policy = RetryPolicy.from_spec(self.spec.retry)
 
-    def stream(self, name: str) -> StreamContext:
+    def stream(self, name: str, on_progress: ProgressHook | None = None) -> StreamContext:
+        """What one stream's steps need. Its events (pages, and its requests tagged with the
+        stream's name) go to `on_progress` if given, else to the connection's hook."""
+        hook = on_progress or self.on_progress
         return StreamContext(
             connection=self.name,
             spec=self.spec,
             stream=self.spec.stream(name),
             settings=self.settings,
             sink=self.sink,
-            api=self.api,
+            api=self._api(name, hook),
             auth=self.auth,
             staging=self.staging,
             registry=self.registry,
-            on_progress=self.on_progress,
+            on_progress=hook,
         )
 
     def close(self) -> None:
@@ -141,19 +137,21 @@ class ConnectionContext:
             return RedisTokenBucket(redis_client(self.settings), rate, burst)
         return local_limiter(self.name, rate, burst)
 
-    def _on_request(self, event: dict[str, Any]) -> None:
-        if self.on_progress:
-            self.on_progress({"event": "request", **event})
+    def _api(self, stream: str, hook: ProgressHook | None) -> ApiClient:
+        """A stream's API client: the connection's HTTP pool, auth, limiter and retry policy
+        (cheap to build: no I/O), with its `request`/`retry` events tagged with the stream."""
 
+        def on_event(event: dict[str, Any]) -> None:
+            if hook is not None:
+                hook({**event, "stream": stream})
 
-_redis_clients: dict[str, Any] = {}
-
-
-def redis_client(settings: Settings) -> Any:
-    """One redis-py client per URL per process."""
-    import redis
-
-    url = settings.redis_url or ""
-    if url not in _redis_clients:
-        _redis_clients[url] = redis.Redis.from_url(url, health_check_interval=30)
-    return _redis_clients[url]
+        return ApiClient(
+            self.client,
+            self.spec.base_url,
+            self.auth,
+            self.limiter,
+            limiter_key=self.name,
+            policy=self.policy,
+            redactor=self.redactor,
+            on_event=on_event,
+        )

@@ -1,13 +1,10 @@
-"""What the Celery tasks do, between `pipeline`'s steps: leases, hand-offs and bookkeeping.
+"""What the Celery tasks do, between `pipeline`'s steps: hand-offs and bookkeeping.
 
-A distributed sync holds the connection's lease (`redis_keys.sync_lock_key`) from `claim`
-(in the CLI or beat, before anything is enqueued) until its last stream finishes. The
-lease's value names the sync, so whichever worker runs a step of that sync renews it
-(`heartbeat`, every HEARTBEAT_SECONDS while a step runs), and the one that finishes the last
-stream releases it; if every worker dies, nobody renews and it runs out after
-LEASE_SECONDS. A lease that vanished (Redis restarted, nothing persisted) is re-created by
-the next heartbeat of its sync unless another sync claimed it first, in which case the old
-sync's steps stop before committing anything more.
+Each step renews the connection's lease (`lease.py`: claimed before the sync is enqueued),
+and the step that finishes the last stream releases it.
+
+While a segment is fetched, its worker keeps the stream run's `progress` (pages, records,
+rate-limit waits) current in the registry for `rq connections sync --wait` (`progress.py`).
 
 Each hand-off that a redelivered task could repeat is made once with a Redis marker
 (`SET NX`): enqueuing segment k+1. Whether every stream has finished is read from the
@@ -27,31 +24,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from rawquery_workers import pipeline
-from rawquery_workers.context import ConnectionContext, redis_client
+from rawquery_workers.context import ConnectionContext
 from rawquery_workers.errors import ConflictError, RawqueryError
-from rawquery_workers.locks import COMPARE_AND_DELETE, RENEW_LEASE, LockOwner, sync_conflict
-from rawquery_workers.redis_keys import connection_prefix, sync_lock_key
+from rawquery_workers.lease import release_lease, renew_lease
+from rawquery_workers.progress import ProgressWriter, Stored
+from rawquery_workers.redis_keys import connection_prefix, redis_client
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.settings import get_settings
 from rawquery_workers.staging import Staging
 
-LEASE_SECONDS = 600
-HEARTBEAT_SECONDS = 5.0
 MARKER_SECONDS = 7 * 24 * 3600
 MAX_ATTEMPTS = 5
 ContextFor = Callable[[str], ConnectionContext]
-# Redis (or the broker through it) went away: the task is retried, not its stream failed.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+log = logging.getLogger(__name__)
 
 
 def _redis() -> redis.Redis:
@@ -60,136 +56,6 @@ def _redis() -> redis.Redis:
 
 def _key(connection: str, sync_id: str, *parts: object) -> str:
     return connection_prefix(connection) + ":".join(["sync", sync_id, *map(str, parts)])
-
-
-# --- the connection lease ---------------------------------------------------------------------
-
-
-def _owner_value(sync_id: str) -> str:
-    return dataclasses.replace(LockOwner.current(sync_id), token=sync_id).to_json()
-
-
-def acquire_lease(connection: str, sync_id: str) -> bool:
-    key = sync_lock_key(connection)
-    return bool(_redis().set(key, _owner_value(sync_id), nx=True, ex=LEASE_SECONDS))
-
-
-def lease_owner(connection: str) -> LockOwner | None:
-    raw = _redis().get(sync_lock_key(connection))
-    return LockOwner.from_json(raw) if raw else None
-
-
-def claim(registry: Registry, connection: str, sync_id: str) -> None:
-    """Take the connection's lease for a planned sync before it is enqueued.
-
-    ConflictError (naming the running sync and how to follow it) when another sync holds
-    it; the planned sync is then recorded as refused. Syncs the registry still shows as
-    queued or running while nobody holds the lease were lost (Redis restarted or every
-    worker died): they are marked failed so that status tells the truth.
-    """
-    if not acquire_lease(connection, sync_id):
-        owner = lease_owner(connection)
-        error = sync_conflict(connection, owner)
-        registry.finish_sync(sync_id, "failed", error=str(error))
-        raise error
-    for stale_id in _unfinished_syncs(registry, connection):
-        if stale_id == sync_id:
-            continue
-        registry.finish_sync(stale_id, "failed", error=LOST_ERROR)
-
-
-def _unfinished_syncs(registry: Registry, connection: str) -> list[str]:
-    from sqlalchemy import select
-
-    from rawquery_workers.registry.db import read_tx, syncs
-
-    query = select(syncs.c.id).where(
-        syncs.c.connection == connection, syncs.c.status.in_(("queued", "running"))
-    )
-    with read_tx(registry.engine) as conn:
-        return [row[0] for row in conn.execute(query)]
-
-
-def renew_lease(connection: str, sync_id: str) -> None:
-    """Extend the lease of `sync_id` (re-creating it if Redis lost it); ConflictError if
-    another sync holds it now."""
-    client, key = _redis(), sync_lock_key(connection)
-    raw = client.get(key)
-    reclaim = raw is None and _unfinished(sync_id)
-    if reclaim and client.set(key, _owner_value(sync_id), nx=True, ex=LEASE_SECONDS):
-        return
-    raw = raw or client.get(key)
-    owner = LockOwner.from_json(raw) if raw else None
-    if owner is None or owner.token != sync_id:
-        raise ConflictError(
-            f"sync {sync_id} lost the lease of connection '{connection}' "
-            "(it ran out or another sync took it); run the sync again"
-        )
-    client.eval(RENEW_LEASE, 1, key, raw, LEASE_SECONDS * 1000, "0")
-
-
-LOST_ERROR = (
-    "lost: no worker held this sync's lease (Redis restarted or every worker died); "
-    "a later sync picks up from its last committed segment"
-)
-
-
-def check_lost(registry: Registry, sync_id: str, grace: float, seen: dict[str, float]) -> None:
-    """For a follower: mark the sync failed once its lease has been gone (no heartbeat
-    re-created it) for `grace` seconds while the registry still shows it unfinished.
-    `seen` is the caller's memory between calls."""
-    import time
-
-    sync = registry.get_sync(sync_id)
-    try:
-        owner = lease_owner(sync.connection)
-    except REDIS_ERRORS:
-        owner = None
-    if sync.status not in ("queued", "running") or (owner and owner.token == sync_id):
-        seen.pop(sync_id, None)
-        return
-    first = seen.setdefault(sync_id, time.monotonic())
-    if time.monotonic() - first >= grace:
-        registry.finish_sync(sync_id, "failed", error=LOST_ERROR)
-
-
-def _unfinished(sync_id: str) -> bool:
-    """Whether a sync may (re-)take its lease: not released here, not finished."""
-    if sync_id in _released:
-        return False
-    return open_registry().get_sync(sync_id).status in ("queued", "running")
-
-
-_released: set[str] = set()
-
-
-def release_lease(connection: str, sync_id: str) -> None:
-    _released.add(sync_id)
-    client, key = _redis(), sync_lock_key(connection)
-    raw = client.get(key)
-    owner = LockOwner.from_json(raw) if raw else None
-    if owner is not None and owner.token == sync_id:
-        client.eval(COMPARE_AND_DELETE, 1, key, raw)
-
-
-@contextlib.contextmanager
-def heartbeat(job: pipeline.StreamJob) -> Iterator[None]:
-    """Renew the sync's lease now and every HEARTBEAT_SECONDS while the block runs."""
-    renew_lease(job.connection, job.sync_id)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            # An outage is ridden out; a lost lease is caught by the commit's own renewal.
-            with contextlib.suppress(RawqueryError, *REDIS_ERRORS):
-                renew_lease(job.connection, job.sync_id)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat:{job.sync_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
 
 
 def _once(key: str) -> bool:
@@ -262,26 +128,44 @@ def prepare(context_for: ContextFor, job: pipeline.StreamJob) -> None:
 
 
 def fetch(context_for: ContextFor, job: pipeline.StreamJob) -> dict[str, Any]:
-    ctx = context_for(job.connection).stream(job.stream)
+    """Fetch a segment's pages into staging, keeping the stream run's `progress` current
+    (`progress.ProgressWriter`: per page, throttled; a redelivered fetch starts its segment's
+    counts again)."""
+    conn = context_for(job.connection)
+    registry = conn.registry
+    writer = ProgressWriter(
+        _run(registry, job).progress, job.segment, lambda p: _write_progress(registry, job, p)
+    )
+    ctx = conn.stream(job.stream, on_progress=writer)
     fetched = pipeline.fetch_segment(ctx, job)
     crash_point("fetch", job.segment)
-    name = f"{job.stream}-{job.segment}"
-    path = ctx.staging.write_records(job.sync_id, name, fetched.records)
-    ctx.registry.update_stream_run(job.sync_id, job.stream, pages=job.pages + fetched.pages)
+    registry.update_stream_run(
+        job.sync_id, job.stream, pages=job.pages + fetched.pages, progress=writer.stored()
+    )
     return {
         "job": job.to_dict(),
-        "records_file": path,
+        "records_file": fetched.records_file,
+        "records": fetched.records,
         "pages": fetched.pages,
         "next_state": fetched.next_state,
     }
 
 
+def _write_progress(registry: Registry, job: pipeline.StreamJob, progress: Stored) -> None:
+    """Progress is for people watching: a write that fails is logged, never fails a fetch."""
+    try:
+        registry.update_stream_run(job.sync_id, job.stream, progress=progress)
+    except (SQLAlchemyError, RawqueryError) as exc:
+        log.warning("progress of %s/%s not recorded: %s", job.sync_id, job.stream, exc)
+
+
 def transform(context_for: ContextFor, ref: dict[str, Any]) -> dict[str, Any]:
     job = pipeline.StreamJob.from_dict(ref["job"])
     ctx = context_for(job.connection).stream(job.stream)
-    records = ctx.staging.read_records(ref["records_file"])
     crash_point("transform", job.segment)
-    fetched = pipeline.FetchedSegment(job, records, ref["pages"], ref["next_state"])
+    fetched = pipeline.FetchedSegment(
+        job, ref["records_file"], ref.get("records", 0), ref["pages"], ref["next_state"]
+    )
     staged = pipeline.stage_segment(ctx, fetched)
     crash_point("staged", job.segment)
     return staged.to_dict()

@@ -74,7 +74,7 @@ def read_pages(
     if resume:
         _restore(paginator, resume, stream)
     request: RequestSpec | None = paginator.first_request(base_request(spec, stream, cursor))
-    previous: bytes | None = None
+    previous: list[Record] | None = None
     number = 0
     while request is not None:
         number += 1
@@ -91,14 +91,13 @@ def read_pages(
         records = extract_records(response.json, stream.data_path, where)
         page = PageResponse(response.url, response.json, response.headers, response.status)
         paginator.update(page, len(records))
-        fingerprint = _fingerprint(records)
-        if paginator.has_next_page and fingerprint is not None and fingerprint == previous:
+        if paginator.has_next_page and _same_records(records, previous):
             raise PaginationLoopError(
                 f"{where}: the API returned exactly the same {len(records)} records as the "
                 "page before; it seems to ignore the pagination parameters; stopping to "
                 "avoid an infinite loop (check the stream's pagination settings)"
             )
-        previous = fingerprint
+        previous = records
         reference = paginator.next_reference
         yield Page(
             number=number,
@@ -213,9 +212,16 @@ def _restore(paginator: Paginator, resume: dict[str, JsonValue], stream: Stream)
         ) from None
 
 
-def _fingerprint(records: list[Record]) -> bytes | None:
-    if not records:
-        return None
+def _same_records(records: list[Record], previous: list[Record] | None) -> bool:
+    """Whether a page repeats the one before. Python's `==` answers in C and stops at the
+    first difference (usually the first record); only pages it finds equal are compared as
+    JSON too, where `1`, `1.0` and `true` differ."""
+    if not records or previous is None or records != previous:
+        return False
+    return _fingerprint(records) == _fingerprint(previous)
+
+
+def _fingerprint(records: list[Record]) -> bytes:
     try:
         data = orjson.dumps(records, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # integers beyond 64 bits, nesting deeper than orjson's limit

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import random as _random
-import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -41,19 +40,24 @@ from rawquery_workers.errors import AuthError, ResponseError, RetriableError, So
 from rawquery_workers.ratelimit import RateLimiter
 from rawquery_workers.redact import Redactor
 from rawquery_workers.spec.models import ParamValue, RateLimit
+from rawquery_workers.transport import StdlibTransport
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 MAX_REDIRECTS = 10
 USER_AGENT = "rawquery-workers/0.1 (+https://rawquery.dev)"
 _EXCERPT_CHARS = 200
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+# Every digit as "0": a run of 19 zeros in the translated body is a run of 19+ digits. A
+# C-speed translate and substring search, ~15x cheaper than a regex over every page.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_RUN = b"0" * 19
 # httpx logs every request's full URL at INFO (an api_key query parameter included) and
 # httpcore its traffic at DEBUG: never below WARNING, whatever RAWQUERY_LOG_LEVEL says
 # (rawquery's own request events carry the redacted URL instead).
 for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_READ = httpx.ByteStream(b"")
 Event = dict[str, str | int | float | None]
 # Failures of the connection or of the bytes on the wire: worth another attempt.
 _NETWORK_ERRORS = (
@@ -73,7 +77,8 @@ def build_client(
 ) -> httpx.Client:
     """An HTTP/1.1 keep-alive client. It accepts gzip/deflate (and br/zstd when the brotli /
     zstandard packages are installed: httpx advertises what it can decode) and does not
-    follow redirects by itself (ApiClient does, applying the credentials rule)."""
+    follow redirects by itself (ApiClient does, applying the credentials rule). Requests
+    go through `StdlibTransport` (rawquery_workers/transport.py: why) unless `transport`."""
     return httpx.Client(
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
         limits=httpx.Limits(
@@ -83,13 +88,13 @@ def build_client(
         ),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         follow_redirects=False,
-        transport=transport,
+        transport=transport or StdlibTransport(),
     )
 
 
 def origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
     """(scheme, host, port) with the scheme's default port filled in."""
-    parsed = httpx.URL(url)
+    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     scheme = parsed.scheme.lower()
     return scheme, parsed.host.lower(), parsed.port or _DEFAULT_PORTS.get(scheme)
 
@@ -245,6 +250,7 @@ class ApiClient:
         self._sleep = sleep
         self._on_event = on_event
         self._clock = clock
+        self._base_origin = origin(base_url)
 
     def request(
         self,
@@ -257,8 +263,12 @@ class ApiClient:
     ) -> ApiResponse:
         """Send with retries; `url` may be relative to base_url. Raises SourceError kinds."""
         method = method.upper()
-        target = httpx.URL(url if httpx.URL(url).is_absolute_url else join_url(self.base_url, url))
-        if params:
+        target = httpx.URL(url)
+        if not target.is_absolute_url:
+            target = httpx.URL(join_url(self.base_url, url))
+        if params and not target.query:  # one parse, not copy_merge_params' three
+            target = httpx.URL(str(target), params=dict(params))
+        elif params:
             target = target.copy_merge_params(dict(params))
         shown = self.redactor.redact_url(target)
         body = orjson.dumps(json) if json is not None else None
@@ -342,9 +352,12 @@ class ApiClient:
         credentials rule. Returns the final response, its URL and whether it was trusted."""
         for _ in range(MAX_REDIRECTS + 1):
             meter.waited += self.limiter.acquire(self.limiter_key)
-            trusted = same_origin(url, self.base_url)
+            trusted = origin(url) == self._base_origin
             request = self._build(method, url, body, trusted)
             response = self.client.send(request, auth=self.auth if trusted else None)
+            # httpx links a read response and its stream in a reference cycle; unlinked,
+            # the body is freed as soon as the page is parsed, not at the next collection
+            response.stream = _READ
             if not response.is_redirect:
                 return response, url, trusted
             url = url.join(response.headers["location"])
@@ -445,7 +458,7 @@ def parse_json(content: bytes) -> JsonValue:
     body holding a run of 19+ digits is parsed again by the standard library, which keeps
     them exact (it already passed orjson, so it is valid JSON; duplicate keys: last wins)."""
     parsed = orjson.loads(content)
-    if _LONG_DIGITS.search(content):
+    if _LONG_RUN in content.translate(_DIGITS_AS_ZERO):
         return json.loads(content)
     return parsed
 

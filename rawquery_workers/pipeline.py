@@ -64,8 +64,11 @@ class StreamJob:
 
 @dataclass(frozen=True, slots=True)
 class FetchedSegment:
+    """A fetched segment: its records are staged in `records_file` (JSON lines)."""
+
     job: StreamJob
-    records: list[dict[str, Any]]
+    records_file: str
+    records: int
     pages: int
     next_state: dict[str, Any] | None  # None: this segment ends the stream
 
@@ -156,22 +159,24 @@ def ensure_auth(ctx: StreamContext) -> None:
 def fetch_segment(
     ctx: StreamContext, job: StreamJob, pages: Iterator[Page] | None = None
 ) -> FetchedSegment:
-    """Read pages from `job.resume` until the segment holds `segment_records` records.
-
-    `pages` lets an in-process caller keep one page iterator across segments.
-    """
+    """Read pages from `job.resume` until the segment holds `segment_records` records,
+    writing them to the staging area as they arrive (memory holds one page, not the
+    segment). `pages` lets an in-process caller keep one page iterator across segments."""
     pages = pages if pages is not None else iter_pages(ctx, job)
-    records: list[dict[str, Any]] = []
-    count = 0
+    count = read = 0
     next_state: dict[str, Any] | None = None
-    for page in pages:
-        records.extend(page.records)
-        count += 1
-        next_state = page.next_state
-        _page_event(ctx, job, count, page)
-        if next_state is None or len(records) >= ctx.settings.segment_records:
-            break
-    return FetchedSegment(job, records, count, next_state)
+
+    def records() -> Iterator[dict[str, Any]]:
+        nonlocal count, read, next_state
+        for page in pages:
+            yield from page.records
+            count, read, next_state = count + 1, read + len(page.records), page.next_state
+            _page_event(ctx, job, count, page)
+            if next_state is None or read >= ctx.settings.segment_records:
+                return
+
+    path = ctx.staging.write_records(job.sync_id, f"{job.stream}-{job.segment}", records())
+    return FetchedSegment(job, path, read, count, next_state)
 
 
 def fetch_and_stage(
@@ -221,9 +226,12 @@ def iter_pages(ctx: StreamContext, job: StreamJob) -> Iterator[Page]:
 
 
 def stage_segment(ctx: StreamContext, fetched: FetchedSegment) -> StagedSegment:
-    """Shape the records into tables, evolve their schemas and write Parquet files."""
+    """Shape the staged records into tables a chunk at a time, evolve the tables' schemas
+    and write Parquet files."""
     shaper = _shaper(ctx, fetched.job)
-    shaper.add(fetched.records)
+    with relaxed_gc():
+        for chunk in ctx.staging.read_records(fetched.records_file, CHUNK_RECORDS):
+            shaper.add(chunk)
     return _staged(ctx, fetched.job, shaper, fetched.pages, fetched.next_state)
 
 

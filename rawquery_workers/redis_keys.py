@@ -4,12 +4,11 @@
     rq:{CONNECTION}:sync-lock       lease: one sync of the connection at a time (locks)
     rq:{CONNECTION}:oauth-lock      single flight: one OAuth2 token refresh at a time (locks)
     rq:{CONNECTION}:beat:SLOT       one scheduled sync fired per schedule slot (beat)
-    rq:sync:{SYNC_ID}:progress      live progress of one sync, for `rq connections status`
 
 Every key of one connection carries the `{CONNECTION}` hash tag, so on Redis Cluster they
 all live in one slot and a Lua script may touch several of them. Celery's own keys (queues,
-results) are Celery's business and are not listed here. `redis_address` names the server in
-error messages without its password.
+results) are Celery's business and are not listed here. `redis_client` is the process's one
+client per URL; `redis_address` names the server in error messages without its password.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from redis import Redis
+
+    from rawquery_workers.settings import Settings
 
 PREFIX = "rq:"
 
@@ -52,8 +53,17 @@ def beat_lock_key(connection: str, slot: str | int) -> str:
     return connection_prefix(connection) + f"beat:{slot}"
 
 
-def progress_key(sync_id: str) -> str:
-    return f"{PREFIX}sync:{_tag(sync_id, 'sync id')}:progress"
+_clients: dict[str, Redis] = {}
+
+
+def redis_client(settings: Settings) -> Redis:
+    """One redis-py client per URL per process (redis-py is imported on first use)."""
+    import redis
+
+    url = settings.redis_url or ""
+    if url not in _clients:
+        _clients[url] = redis.Redis.from_url(url, health_check_interval=30)
+    return _clients[url]
 
 
 def redis_address(client: Redis) -> str:

@@ -8,9 +8,9 @@ Each field is `*`, a number or name, a range `a-b`, any of those with a step (`*
 `1-10/2`, `5/10` = 5 up to the maximum), or a comma list of them. As in Vixie cron, when
 both day fields are restricted (neither starts with `*`) a day matches if either does.
 
-`Schedule.next_after` is the one source of truth for firing times; `Schedule.to_celery`
-wraps it in a `celery.schedules.crontab` that always computes in UTC, whatever the Celery
-app's timezone.
+`Schedule.next_after` is the one source of truth for firing times; `beat.UtcCrontab` wraps
+it in a `celery.schedules.crontab` that always computes in UTC, whatever the Celery app's
+timezone (here no Celery: `rq connect` checks a schedule without loading it).
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
-
-from celery.schedules import crontab
 
 from rawquery_workers.errors import SpecError
 
@@ -98,11 +95,7 @@ class Schedule:
 
     def next_after(self, when: datetime) -> datetime:
         """The first firing time strictly after `when` (naive means UTC), as aware UTC."""
-        return _next_after(self.fields, _as_utc(when))
-
-    def to_celery(self) -> UtcCrontab:
-        """A Celery beat schedule that fires exactly at `next_after`'s times."""
-        return UtcCrontab(self)
+        return _next_after(self.fields, as_utc(when))
 
 
 def parse_schedule(text: str) -> Schedule:
@@ -129,29 +122,6 @@ def parse_schedule(text: str) -> Schedule:
             "in its day-of-month field"
         )
     return Schedule(cron, cron)
-
-
-class UtcCrontab(crontab):
-    """A crontab whose due times come from `Schedule.next_after`, always in UTC (Celery's
-    own crontab uses the app's timezone and ANDs the two day fields)."""
-
-    def __init__(self, schedule: Schedule, **kwargs: Any) -> None:
-        minute, hour, day_of_month, month, day_of_week = _celery_fields(schedule.cron)
-        super().__init__(minute, hour, day_of_week, day_of_month, month, **kwargs)
-        self.schedule = schedule
-
-    @property
-    def tz(self) -> tzinfo:
-        return UTC
-
-    def remaining_estimate(self, last_run_at: datetime, ffwd: Any = None) -> timedelta:
-        return self.schedule.next_after(last_run_at) - _as_utc(self.now())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.schedule,), self._orig_kwargs)
-
-    def __repr__(self) -> str:
-        return f"<UtcCrontab: {self.schedule.cron} (UTC)>"
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -214,20 +184,11 @@ def _never_fires(fields: CronFields) -> bool:
     return min(fields.days) > longest
 
 
-def _celery_fields(cron: str) -> list[str]:
-    """The five fields as Celery's crontab reads them: `*` or the allowed numbers."""
-    fields = _expand(cron)
-    values = [fields.minutes, fields.hours, fields.days, fields.months, fields.weekdays]
-    return [
-        "*" if part == "*" else ",".join(map(str, sorted(allowed)))
-        for part, allowed in zip(cron.split(" "), values, strict=True)
-    ]
-
-
 # --- next firing time ----------------------------------------------------------------------
 
 
-def _as_utc(when: datetime) -> datetime:
+def as_utc(when: datetime) -> datetime:
+    """`when` in UTC; a naive datetime is taken to be UTC already."""
     if when.tzinfo is None:
         return when.replace(tzinfo=UTC)
     return when.astimezone(UTC)

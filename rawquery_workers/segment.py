@@ -38,18 +38,22 @@ _gc_saved: tuple[int, int, int] | None = None
 
 @contextlib.contextmanager
 def relaxed_gc() -> Iterator[None]:
-    """Fewer full (oldest-generation) garbage collections while a segment is read.
+    """Fewer garbage collections while a segment is read.
 
-    Parsed JSON is millions of small acyclic containers; with the default thresholds the
-    collector re-scans every live one again and again (a third of the CPU of a 200k-record
-    segment in the profile). Only the oldest generation's threshold is raised; young
-    collections still run, so cyclic garbage is still freed. Thread-safe and nestable."""
+    Parsed JSON is millions of small acyclic containers that live until their chunk is
+    shaped; with the default thresholds the collector scans every one of them, young and
+    then old, again and again (a third of the CPU of a 200k-record segment in the profile).
+    A young generation of 100k containers lets most of a page's objects die before any scan
+    (-1.5 s of 7.4 s at 200k records, peak RSS unchanged; disabling the collector saved
+    about as much but grew RSS by 100 MB of uncollected cycles), and the oldest generation
+    is collected rarely. Collections still run, so cyclic garbage is still freed.
+    Thread-safe and nestable."""
     global _gc_users, _gc_saved
     with _GC_LOCK:
         if _gc_users == 0:
             _gc_saved = gc.get_threshold()
             young, middle, old = _gc_saved
-            gc.set_threshold(young, middle, max(old, 1000))
+            gc.set_threshold(max(young, 100_000), middle, max(old, 1000))
         _gc_users += 1
     try:
         yield

@@ -1,10 +1,11 @@
-"""Small side files of a sync under `<warehouse>/_rq_staging/<sync_id>/`: key lists that a
-later step (maybe on another worker) reads back. Removed when the sync ends."""
+"""Side files of a sync under `<warehouse>/_rq_staging/<sync_id>/`: fetched records and key
+lists that a later step (maybe on another worker) reads back. Removed when the sync ends."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -13,7 +14,17 @@ import pyarrow.parquet as pq
 from pyarrow import fs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
+from rawquery_workers.http import parse_json
 from rawquery_workers.settings import Settings, get_settings
+
+_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # an integer beyond 64 bits: the standard library keeps it exact
+        return json.dumps(record, ensure_ascii=False).encode() + b"\n"
 
 
 class Staging:
@@ -45,18 +56,33 @@ class Staging:
         pq.write_table(pa.table({"key": keys}), path, filesystem=self.filesystem)
         return path
 
-    def write_records(self, sync_id: str, name: str, records: list[dict[str, Any]]) -> str:
-        """Fetched records, as zstd-compressed JSON lines, for the transform step."""
+    def write_records(self, sync_id: str, name: str, records: Iterable[dict[str, Any]]) -> str:
+        """Fetched records, as zstd-compressed JSON lines, for the transform step. `records`
+        may be a generator: they are written as they come, never held together."""
         path = f"{self._dir(sync_id)}/{name}.jsonl.zst"
         self.filesystem.create_dir(self._dir(sync_id), recursive=True)
         with self.filesystem.open_output_stream(path, compression="zstd") as out:
             for record in records:
-                out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                out.write(_json_line(record))
         return path
 
-    def read_records(self, path: str) -> list[dict[str, Any]]:
+    def read_records(self, path: str, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+        """The records of `write_records`, `chunk` at a time, reading the file in blocks."""
+        rest = b""
+        records: list[dict[str, Any]] = []
         with self.filesystem.open_input_stream(path, compression="zstd") as src:
-            return [orjson.loads(line) for line in src.read().splitlines() if line]
+            while block := src.read(_BLOCK_BYTES):
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    records.append(parse_json(line))  # type: ignore[arg-type]
+                    if len(records) >= chunk:
+                        yield records
+                        records = []
+        if rest.strip():
+            records.append(parse_json(rest))  # type: ignore[arg-type]
+        if records:
+            yield records
 
     def read_keys(self, path: str | None) -> pa.Array | None:
         if path is None:

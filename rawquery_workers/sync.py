@@ -1,4 +1,4 @@
-"""Running a connection's sync: plan it in the registry, then run each stream's segments.
+"""Running a planned sync (`connections.plan_sync`): each stream's segments in turn.
 
 Embedded mode runs the steps of `pipeline.py` here, in the calling process; distributed
 mode hands the same steps to Celery (`tasks.py`). Either way the registry records a sync
@@ -19,10 +19,9 @@ from typing import Any
 
 from rawquery_workers import pipeline
 from rawquery_workers.context import ConnectionContext, StreamContext
-from rawquery_workers.errors import NotFoundError, RawqueryError
+from rawquery_workers.errors import RawqueryError
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.settings import Settings, get_settings
-from rawquery_workers.spec.loading import parse_spec
 from rawquery_workers.staging import Staging
 
 ProgressHook = Callable[[dict[str, Any]], None]
@@ -51,28 +50,6 @@ class SyncOutcome:
     @property
     def ok(self) -> bool:
         return all(s.status == "succeeded" for s in self.streams)
-
-
-def plan_sync(
-    registry: Registry,
-    name: str,
-    streams: list[str] | None = None,
-    full_refresh: bool = False,
-    trigger: str = "manual",
-) -> tuple[str, list[str]]:
-    """Record a queued sync of `streams` (default: all) and return its id and streams."""
-    record = registry.get_connection(name)
-    spec = parse_spec(record.spec, source=f"connection '{name}'")
-    known = [s.name for s in spec.streams]
-    chosen = streams or known
-    unknown = [s for s in chosen if s not in known]
-    if unknown:
-        raise NotFoundError(
-            f"connection '{name}' has no stream {', '.join(map(repr, unknown))}; "
-            f"its streams are {', '.join(known)}"
-        )
-    sync_id = registry.create_sync(name, chosen, full_refresh=full_refresh, trigger=trigger)
-    return sync_id, chosen
 
 
 def run_sync(

@@ -1,4 +1,4 @@
-"""Distributed mode: the Celery app and thin task wrappers (the work is in `coordination`
+"""Distributed mode: thin task wrappers on `celery_app.app` (the work is in `coordination`
 and `pipeline`).
 
     rq.start_sync(sync_id)     lease the connection, refresh auth once, start each stream
@@ -14,44 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, chain
+from celery import chain
 from kombu.exceptions import OperationalError
 
-from rawquery_workers import coordination
+from rawquery_workers import coordination, lease
+from rawquery_workers.celery_app import START_SYNC, app
 from rawquery_workers.context import ConnectionContext
 from rawquery_workers.errors import RawqueryError
 from rawquery_workers.pipeline import StreamJob
 from rawquery_workers.registry import open_registry
-from rawquery_workers.settings import get_settings
-
-
-def make_app() -> Celery:
-    url = get_settings().redis_url or "redis://127.0.0.1:6379/0"
-    celery = Celery("rawquery_workers", broker=url, backend=url)
-    celery.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_ignore_result=True,
-        worker_prefetch_multiplier=1,
-        # A segment is bounded (RAWQUERY_SEGMENT_RECORDS), far below an hour of work; a task
-        # running longer than this would be redelivered while still running.
-        broker_transport_options={"visibility_timeout": 3600},
-        result_backend_transport_options={"visibility_timeout": 3600},
-        broker_connection_retry_on_startup=True,
-        broker_connection_max_retries=None,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        worker_hijack_root_logger=False,
-        beat_scheduler="rawquery_workers.beat:RegistryScheduler",
-        beat_max_loop_interval=5,
-    )
-    return celery
-
-
-app = make_app()
 
 # One context per connection per worker process (HTTP pool, auth, limiter), rebuilt when
 # the connection's spec or credentials change.
@@ -72,22 +43,17 @@ def enqueue_segment(job: dict[str, Any]) -> None:
     chain(refresh_auth.si(job), fetch.s(), transform.s(), commit.s()).apply_async()
 
 
-def enqueue_sync(sync_id: str) -> None:
-    """Hand a planned (and claimed: `coordination.claim`) sync to the workers."""
-    start_sync.delay(sync_id)
-
-
 # Redis or the broker went away mid-step: retry the task (after Redis returns, the step is
 # idempotent) rather than fail its stream.
 _RETRY = {
-    "autoretry_for": (*coordination.REDIS_ERRORS, OperationalError),
+    "autoretry_for": (*lease.REDIS_ERRORS, OperationalError),
     "retry_backoff": 1,
     "retry_backoff_max": 10,
     "max_retries": 30,
 }
 
 
-@app.task(name="rq.start_sync", **_RETRY)
+@app.task(name=START_SYNC, **_RETRY)
 def start_sync(sync_id: str) -> None:
     coordination.start(sync_id, context_for, enqueue_segment)
 
@@ -128,9 +94,9 @@ def _step(job: dict[str, Any] | None, name: str, run: Callable[[StreamJob], Any]
                 f"{coordination.MAX_ATTEMPTS} times without finishing "
                 "(its worker died each time); giving up"
             )
-        with coordination.heartbeat(stream_job):
+        with lease.heartbeat(stream_job.connection, stream_job.sync_id):
             return run(stream_job)
-    except (*coordination.REDIS_ERRORS, OperationalError):
+    except (*lease.REDIS_ERRORS, OperationalError):
         raise
     except Exception as exc:  # a bug must fail one stream, not the worker or the others
         message = (

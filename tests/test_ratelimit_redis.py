@@ -18,7 +18,6 @@ from rawquery_workers.ratelimit_redis import GCRA_RESERVE, RedisTokenBucket
 from rawquery_workers.redis_keys import (
     beat_lock_key,
     oauth_lock_key,
-    progress_key,
     rate_key,
     sync_lock_key,
 )
@@ -193,6 +192,5 @@ def test_every_key_of_a_connection_shares_its_hash_tag() -> None:
     keys.append(beat_lock_key("shop", 1700000000))
     assert all(key.startswith("rq:{shop}:") for key in keys)
     assert len(set(keys)) == len(keys)
-    assert progress_key("abc123") == "rq:sync:{abc123}:progress"
     with pytest.raises(ValueError):
         rate_key("a}b")

@@ -12,8 +12,9 @@ from celery.schedules import crontab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rawquery_workers.beat import UtcCrontab
 from rawquery_workers.errors import SpecError
-from rawquery_workers.schedule import Schedule, UtcCrontab, parse_schedule
+from rawquery_workers.schedule import Schedule, parse_schedule
 
 FORMS = (
     "hourly, daily, weekly or a five-field cron expression "
@@ -199,8 +200,8 @@ def test_day_matching_uses_cron_weekdays() -> None:
 # --- Celery ----------------------------------------------------------------------------------
 
 
-def test_to_celery_is_a_crontab_with_the_same_fields() -> None:
-    beat = parse_schedule("*/15 9-17 * * mon-fri").to_celery()
+def test_utc_crontab_is_a_crontab_with_the_same_fields() -> None:
+    beat = UtcCrontab(parse_schedule("*/15 9-17 * * mon-fri"))
     assert isinstance(beat, crontab) and isinstance(beat, UtcCrontab)
     assert beat.minute == {0, 15, 30, 45}
     assert beat.hour == set(range(9, 18))
@@ -209,7 +210,7 @@ def test_to_celery_is_a_crontab_with_the_same_fields() -> None:
     assert repr(beat) == "<UtcCrontab: */15 9-17 * * mon-fri (UTC)>"
 
 
-def test_to_celery_computes_in_utc_whatever_the_app_timezone() -> None:
+def test_utc_crontab_computes_in_utc_whatever_the_app_timezone() -> None:
     app = Celery("test-schedule", set_as_current=False)
     app.conf.timezone = "Asia/Tokyo"
     schedule = parse_schedule("0 6 * * *")
@@ -225,7 +226,7 @@ def test_to_celery_computes_in_utc_whatever_the_app_timezone() -> None:
     assert beat.remaining_estimate(tokyo_morning) == timedelta(hours=23, minutes=59, seconds=30)
 
 
-def test_to_celery_uses_either_day_rule_like_cron() -> None:
+def test_utc_crontab_uses_either_day_rule_like_cron() -> None:
     schedule = parse_schedule("0 0 13 * fri")
     now = utc(2025, 3, 7, 0, 0, 10)  # Friday the 7th
     beat = UtcCrontab(schedule, nowfun=lambda: now, app=Celery("t", set_as_current=False))
@@ -233,7 +234,7 @@ def test_to_celery_uses_either_day_rule_like_cron() -> None:
 
 
 def test_celery_schedule_survives_pickling() -> None:
-    beat = parse_schedule("weekly").to_celery()
+    beat = UtcCrontab(parse_schedule("weekly"))
     copy = pickle.loads(pickle.dumps(beat))
     assert isinstance(copy, UtcCrontab)
     assert copy.schedule == parse_schedule("weekly")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -20,10 +20,18 @@ from rawquery_workers.cli.options import (
     any_given,
     credentials_from_flags,
 )
-from rawquery_workers.connections import checked_schedule, load_checked_spec, require_credentials
-from rawquery_workers.registry import open_registry
-from rawquery_workers.settings import get_settings
+from rawquery_workers.connections import (
+    checked_schedule,
+    load_checked_spec,
+    plan_sync,
+    require_credentials,
+)
+from rawquery_workers.registry import Registry, open_registry
+from rawquery_workers.settings import Settings, get_settings
 from rawquery_workers.spec.loading import parse_spec
+
+if TYPE_CHECKING:
+    from rawquery_workers.sync import SyncOutcome
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -108,33 +116,43 @@ def sync(
     ] = True,
 ) -> None:
     """Sync a connection: every stream (or the --stream ones) into Iceberg."""
-    from rawquery_workers.sync import plan_sync, run_sync, spawn_background
-
     settings = get_settings()
     registry = open_registry(settings)
     sync_id, streams = plan_sync(registry, name, stream, full_refresh)
     if settings.distributed:
-        from rawquery_workers.coordination import claim
-        from rawquery_workers.tasks import enqueue_sync
-
-        claim(registry, name, sync_id)  # ConflictError (exit 1) while another sync runs
-        enqueue_sync(sync_id)
-        if not wait:
-            typer.echo(sync_id)
-            return
-        outcome = display.follow_sync(registry, sync_id)
-    elif not wait:
-        spawn_background(sync_id, settings)
+        outcome = _hand_to_workers(registry, name, sync_id, wait)
+    else:
+        outcome = _run_here(registry, settings, sync_id, streams, wait)
+    if outcome is None:  # --no-wait
         typer.echo(sync_id)
         return
-    else:
-        with display.Progress(streams) as progress:
-            outcome = run_sync(
-                sync_id, registry=registry, settings=settings, on_progress=progress.update
-            )
     display.sync_summary(outcome)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _hand_to_workers(registry: Registry, name: str, sync_id: str, wait: bool) -> SyncOutcome | None:
+    """Distributed mode: take the lease, enqueue, then follow the sync unless --no-wait.
+    Loads Redis and Celery's client only, not the tasks nor the pipeline behind them."""
+    from rawquery_workers.celery_app import enqueue_sync
+    from rawquery_workers.lease import claim
+
+    claim(registry, name, sync_id)  # ConflictError (exit 1) while another sync runs
+    enqueue_sync(sync_id)
+    return display.follow_sync(registry, sync_id) if wait else None
+
+
+def _run_here(
+    registry: Registry, settings: Settings, sync_id: str, streams: list[str], wait: bool
+) -> SyncOutcome | None:
+    """Embedded mode: run the sync in this process, or in a detached one with --no-wait."""
+    from rawquery_workers.sync import run_sync, spawn_background
+
+    if not wait:
+        spawn_background(sync_id, settings)
+        return None
+    with display.Progress(streams) as progress:
+        return run_sync(sync_id, registry=registry, settings=settings, on_progress=progress.update)
 
 
 @app.command()
@@ -153,7 +171,7 @@ def status(
         payload = {"connection": name, "streams": streams, "skipped": skipped}
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
     else:
-        display.status_table(name, record.schedule, streams)
+        display.status_table(name, record.schedule, runs)
         display.skipped_lines(skipped)
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from rawquery_workers.progress import RateWindow, StreamCounts
 
 console = Console()
 
@@ -66,7 +72,8 @@ def connections_table(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def status_table(name: str, schedule: str | None, streams: list[dict[str, Any]]) -> None:
+def status_table(name: str, schedule: str | None, runs: list[Any]) -> None:
+    """The latest run of each stream; a running one with what it has fetched so far."""
     table = Table(
         "stream",
         "status",
@@ -77,8 +84,11 @@ def status_table(name: str, schedule: str | None, streams: list[dict[str, Any]])
         "notes",
         title=f"{name}" + (f" (schedule {schedule} UTC)" if schedule else ""),
     )
-    for s in streams:
+    for run in runs:
+        s = run_as_dict(run)
         notes = [s["error"]] if s["error"] else []
+        if run.status == "running" and run.progress:
+            notes.append(running_note(run_counts(run)))
         notes += s["warnings"] + s["schema_changes"]
         table.add_row(
             s["name"],
@@ -110,66 +120,186 @@ def sync_summary(outcome: Any) -> None:
     console.print(table)
 
 
+# --- a sync's live progress, the same in both modes --------------------------------------
+
+LINE_SECONDS = 1.0  # plain lines: at most one per stream this often (a new status at once)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """One stream's progress as it is shown, whichever mode the sync runs in."""
+
+    stream: str
+    counts: StreamCounts
+    rate: float  # records per second lately (on average, once the stream is done)
+    elapsed: float
+    status: str | None = None  # distributed mode: the stream run's status
+    committed: int | None = None  # distributed mode: rows committed so far
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def fetched_text(counts: StreamCounts) -> str:
+    return f"{_count(counts.pages, 'page')}, {_count(counts.records, 'record')} fetched"
+
+
+def running_note(counts: StreamCounts) -> str:
+    """`rq connections status`'s note on a running stream."""
+    waited = f", {wait_text(counts)}" if counts.waits else ""
+    return f"so far {fetched_text(counts)}{waited}"
+
+
+def wait_text(counts: StreamCounts) -> str:
+    return f"waited {counts.waited:.1f} s for the rate limit ({_count(counts.waits, 'request')})"
+
+
+def progress_line(view: StreamView) -> str:
+    """`orders: running, 12 pages, 120 records fetched, 100 rows committed, 38 records/s,
+    waited 3.2 s for the rate limit (12 requests), 4.1 s` (the wait only if there was one)."""
+    parts = [view.status] if view.status else []
+    parts.append(fetched_text(view.counts))
+    if view.committed is not None:
+        parts.append(f"{_count(view.committed, 'row')} committed")
+    parts.append(f"{view.rate:.0f} records/s")
+    if view.counts.waits:
+        parts.append(wait_text(view.counts))
+    parts.append(f"{view.elapsed:.1f} s")
+    return f"{view.stream}: {', '.join(parts)}"
+
+
+def _wait_cell(counts: StreamCounts) -> str:
+    return f"{counts.waited:.1f} s ({counts.waits})" if counts.waits else "-"
+
+
+# (heading, cell, shown for an in-process sync too): status and committed rows are known
+# only to the registry, i.e. in distributed mode.
+_COLUMNS: list[tuple[str, Callable[[StreamView], str], bool]] = [
+    ("stream", lambda v: v.stream, True),
+    ("status", lambda v: v.status or "-", False),
+    ("pages", lambda v: str(v.counts.pages), True),
+    ("records", lambda v: str(v.counts.records), True),
+    ("committed", lambda v: str(v.committed or 0), False),
+    ("records/s", lambda v: f"{v.rate:.0f}", True),
+    ("rate-limit wait", lambda v: _wait_cell(v.counts), True),
+    ("elapsed", lambda v: f"{v.elapsed:.1f} s", True),
+]
+
+
+def progress_table(views: list[StreamView]) -> Table:
+    """The rich table of `progress_line`'s figures, a row per stream."""
+    distributed = any(v.status is not None for v in views)
+    columns = [(name, cell) for name, cell, always in _COLUMNS if always or distributed]
+    table = Table(*(name for name, _ in columns))
+    for view in views:
+        table.add_row(*(cell(view) for _, cell in columns))
+    return table
+
+
+class PlainLines:
+    """Progress as plain lines (stdout is not a terminal): a stream's `progress_line` when
+    its figures changed, at most every LINE_SECONDS per stream, a new status at once."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._shown: dict[str, tuple[Any, ...]] = {}
+        self._at: dict[str, float] = {}
+
+    def show(self, views: list[StreamView], *, flush: bool = False) -> None:
+        """Print the lines due; `flush`: every change not printed yet, whatever the time."""
+        now = self._clock()
+        for view in views:
+            figures = (view.status, view.counts, view.committed)
+            shown = self._shown.get(view.stream)
+            if figures == shown:
+                continue
+            new_status = shown is None or shown[0] != view.status
+            if flush or new_status or now - self._at[view.stream] >= LINE_SECONDS:
+                self._shown[view.stream], self._at[view.stream] = figures, now
+                typer.echo(progress_line(view))
+
+
+def _rate(counts: StreamCounts, window: RateWindow, elapsed: float, done: bool) -> float:
+    if not done:
+        return window.rate()
+    return counts.records / elapsed if elapsed > 0 else 0.0
+
+
 class Progress:
-    """Live per-stream progress of an in-process sync (pages, records, rate, elapsed)."""
+    """Live per-stream progress of an in-process sync from its `on_progress` events (pages,
+    requests' rate-limit waits), shown as `follow_sync` shows a distributed one."""
 
     def __init__(self, streams: list[str]) -> None:
-        self.started = time.monotonic()
-        self.state = {s: {"pages": 0, "records": 0} for s in streams}
         self.tty = sys.stdout.isatty()
+        self._seen = {s: _Seen() for s in streams}
+        self._current: str | None = None
+        self._lines = PlainLines()
         self._live: Live | None = None
-        self._last_line: dict[str, float] = {}
-        self.waited = 0.0  # seconds spent waiting for the connection's rate limit
 
     def __enter__(self) -> Progress:
         if self.tty:
-            self._live = Live(self._table(), console=console, refresh_per_second=4)
+            self._live = Live(self, console=console, refresh_per_second=4)
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for name in self._seen:
+            self._ended(name)
         if self._live is not None:
-            self._live.update(self._table())
+            self._live.refresh()
             self._live.__exit__(None, None, None)
 
-    def update(self, event: dict[str, Any]) -> None:
-        stream = event.get("stream")
-        if event.get("event") == "request":
-            self.waited += float(event.get("rate_limit_wait") or 0.0)
-        if event.get("event") != "page" or stream not in self.state:
-            return
-        s = self.state[stream]
-        s["pages"] += 1
-        s["records"] += int(event.get("records", 0))
-        if self._live is not None:
-            self._live.update(self._table())
-            return
-        now = time.monotonic()
-        if now - self._last_line.get(stream, 0.0) >= 1.0:
-            self._last_line[stream] = now
-            typer.echo(
-                f"{stream}: {s['pages']} pages, {s['records']} records, {now - self.started:.1f}s"
-            )
+    def _ended(self, stream: str) -> None:
+        seen = self._seen[stream]
+        seen.done = True
+        if self._live is None and seen.first is not None:
+            self._lines.show([seen.view(stream)], flush=True)
 
-    def _table(self) -> Table:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        table = Table(
-            "stream",
-            "pages",
-            "records",
-            "records/s",
-            "elapsed",
-            caption=f"rate-limit waits: {self.waited:.1f}s",
-        )
-        for name, s in self.state.items():
-            table.add_row(
-                name,
-                str(s["pages"]),
-                str(s["records"]),
-                f"{s['records'] / elapsed:.0f}",
-                f"{elapsed:.1f}s",
-            )
-        return table
+    def update(self, event: dict[str, Any]) -> None:
+        stream = str(event.get("stream"))
+        seen = self._seen.get(stream)
+        if seen is None:
+            return
+        if stream != self._current:  # streams run one after another: the previous one ended
+            if self._current is not None:
+                self._ended(self._current)
+            self._current = stream
+        if seen.add(event) and self._live is None:
+            self._lines.show([seen.view(stream)])
+
+    def views(self) -> list[StreamView]:
+        return [seen.view(name) for name, seen in self._seen.items()]
+
+    def __rich__(self) -> Table:  # rendered again at each refresh: elapsed keeps ticking
+        return progress_table(self.views())
+
+
+class _Seen:
+    """One stream's events so far, in embedded mode."""
+
+    def __init__(self) -> None:
+        self.counts = StreamCounts()
+        self.window = RateWindow()
+        self.first: float | None = None
+        self.last = 0.0
+        self.done = False
+
+    def add(self, event: dict[str, Any]) -> bool:
+        """Count an event; True if the figures changed."""
+        self.last = time.monotonic()
+        self.first = self.last if self.first is None else self.first
+        counts = self.counts.add(event)
+        changed, self.counts = counts != self.counts, counts
+        self.window.observe(counts.records)
+        return changed
+
+    def view(self, name: str) -> StreamView:
+        if self.first is None:
+            return StreamView(name, self.counts, 0.0, 0.0)
+        elapsed = (self.last if self.done else time.monotonic()) - self.first
+        rate = _rate(self.counts, self.window, elapsed, self.done)
+        return StreamView(name, self.counts, rate, elapsed)
 
 
 FOLLOW_POLL_SECONDS = 0.5
@@ -178,32 +308,35 @@ LOST_AFTER_SECONDS = 30.0
 
 def follow_sync(registry: Any, sync_id: str) -> Any:
     """Distributed mode: show a sync's per-stream progress from the registry until it ends
-    (rich in a terminal, a line per change otherwise), then return its `SyncOutcome`.
+    (the stream runs' `progress`, written by the workers per page: see `progress.py`), then
+    return its `SyncOutcome`.
 
     A sync whose lease stays gone for LOST_AFTER_SECONDS while the registry still shows it
     unfinished was lost (Redis restarted, every worker died): it is marked failed.
     """
-    from rawquery_workers import coordination
+    from rawquery_workers.lease import check_lost
 
     follower = _Follower(registry, sync_id)
-    live = Live(follower.table(), console=console, refresh_per_second=4) if follower.tty else None
-    with live if live is not None else _nothing():
+    live = Live(follower, console=console, refresh_per_second=4) if follower.tty else None
+    with live if live is not None else contextlib.nullcontext():
         while not follower.poll():
-            if live is not None:
-                live.update(follower.table())
-            coordination.check_lost(registry, sync_id, LOST_AFTER_SECONDS, follower.lost_since)
+            check_lost(registry, sync_id, LOST_AFTER_SECONDS, follower.lost_since)
             time.sleep(FOLLOW_POLL_SECONDS)  # polling the durable registry; nothing to wait on
         if live is not None:
-            live.update(follower.table())
+            live.refresh()
     return follower.outcome()
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
+def run_counts(run: Any) -> StreamCounts:
+    """A stream run's counts: its `progress`, or the pages of a run that has none."""
+    return StreamCounts.from_dict(run.progress) if run.progress else StreamCounts(run.pages)
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+
+def _run_elapsed(run: Any) -> float:
+    if run.started_at is None:
+        return 0.0
+    end = run.finished_at or datetime.now(UTC)
+    return max((end - run.started_at).total_seconds(), 0.0)
 
 
 class _Follower:
@@ -213,57 +346,31 @@ class _Follower:
         self.registry = registry
         self.sync_id = sync_id
         self.tty = sys.stdout.isatty()
-        self.started = time.monotonic()
         self.sync = registry.get_sync(sync_id)
         self.lost_since: dict[str, float] = {}
-        self._printed: dict[str, tuple[Any, ...]] = {}
+        self._windows: dict[str, RateWindow] = {}
+        self._views: list[StreamView] = []
+        self._lines = PlainLines()
 
     def poll(self) -> bool:
         """Read the registry again; print plain lines for changes; True once it ended."""
         self.sync = self.registry.get_sync(self.sync_id)
+        self._views = [self._view(run) for run in self.sync.streams]
         if not self.tty:
-            for run in self.sync.streams:
-                seen = (run.status, run.pages, run.rows)
-                if self._printed.get(run.stream) != seen:
-                    self._printed[run.stream] = seen
-                    typer.echo(self._line(run))
+            self._lines.show(self._views)
         return self.sync.status in ("succeeded", "failed")
 
-    def _line(self, run: Any) -> str:
-        elapsed = self._elapsed(run)
-        rate = run.rows / elapsed if elapsed > 0 else 0.0
-        return (
-            f"{run.stream}: {run.status}, {run.pages} pages, {run.rows} rows, "
-            f"{rate:.0f} rows/s, {elapsed:.1f}s"
-        )
+    def _view(self, run: Any) -> StreamView:
+        counts = run_counts(run)
+        window = self._windows.setdefault(run.stream, RateWindow())
+        window.observe(counts.records)
+        elapsed = _run_elapsed(run)
+        done = run.status not in ("queued", "running")
+        rate = _rate(counts, window, elapsed, done)
+        return StreamView(run.stream, counts, rate, elapsed, run.status, run.rows)
 
-    def _elapsed(self, run: Any) -> float:
-        if run.started_at is None:
-            return 0.0
-        from datetime import UTC, datetime
-
-        end = run.finished_at or datetime.now(UTC)
-        started = run.started_at
-        if started.tzinfo is None:
-            started = started.replace(tzinfo=UTC)
-        if end.tzinfo is None:
-            end = end.replace(tzinfo=UTC)
-        return max((end - started).total_seconds(), 0.0)
-
-    def table(self) -> Table:
-        table = Table("stream", "status", "pages", "rows", "rows/s", "elapsed")
-        for run in self.sync.streams:
-            elapsed = self._elapsed(run)
-            rate = run.rows / elapsed if elapsed > 0 else 0.0
-            table.add_row(
-                run.stream,
-                run.status,
-                str(run.pages),
-                str(run.rows),
-                f"{rate:.0f}",
-                f"{elapsed:.1f}s",
-            )
-        return table
+    def __rich__(self) -> Table:
+        return progress_table(self._views)
 
     def outcome(self) -> Any:
         from rawquery_workers.sync import StreamOutcome, SyncOutcome
@@ -274,7 +381,7 @@ class _Follower:
                 run.status,
                 rows=run.rows,
                 pages=run.pages,
-                seconds=self._elapsed(run),
+                seconds=_run_elapsed(run),
                 error=run.error,
                 cursor=run.cursor,
                 warnings=list(run.warnings or []),

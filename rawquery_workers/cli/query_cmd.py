@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import typer
 from rich.table import Table
 
 from rawquery_workers.cli.display import console
 from rawquery_workers.settings import get_settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MAX_TABLE_ROWS = 1000
 
@@ -29,7 +30,10 @@ def query(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
     """Answer SQL over the synced tables (DuckDB)."""
-    # Imported here: pyiceberg and DuckDB take ~0.5 s to load, which no other command needs.
+    # Imported here: pyiceberg, DuckDB and pyarrow take ~0.5 s to load, which no other
+    # command needs.
+    import pyarrow.csv as pacsv
+
     from rawquery_workers.query import run_query
     from rawquery_workers.sink import open_sink
 

@@ -159,7 +159,7 @@ stream_runs = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("seconds", Float, nullable=True),
-    Column("progress", JSONText, nullable=True),
+    Column("progress", JSONText, nullable=True),  # numbers only: see rawquery_workers/progress.py
     UniqueConstraint("sync_id", "stream", name="uq_rq_stream_runs_sync_stream"),
     Index("ix_rq_stream_runs_stream", "stream"),
 )

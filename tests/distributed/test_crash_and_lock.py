@@ -10,7 +10,7 @@ import time
 import pytest
 from celery import Celery
 
-from rawquery_workers import coordination
+from rawquery_workers import lease
 from tests.distributed.conftest import Dist, Shop, Workers, table_ids, wait_for
 from tests.support.api_server import RecordedRequest, Reply
 
@@ -95,7 +95,7 @@ def test_a_second_sync_while_one_runs_is_refused_with_how_to_follow_it(
     workers.start(1)
     first = dist.rq_background("connections", "sync", "locked")
     try:
-        wait_for(lambda: coordination.lease_owner("locked"), 30, "the first sync's lease")
+        wait_for(lambda: lease.lease_owner("locked"), 30, "the first sync's lease")
 
         second = dist.rq("connections", "sync", "locked")
 

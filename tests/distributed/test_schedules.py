@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rawquery_workers import coordination
+from rawquery_workers import lease
 from rawquery_workers.beat import due_slot, fire_due
 from rawquery_workers.registry import open_registry
 from tests.distributed.conftest import RQ, Dist, Shop, Workers, table_ids, wait_for
@@ -62,7 +62,7 @@ def test_a_schedule_firing_mid_sync_is_skipped_with_a_note_in_status(
     dist.connect("busy", shop.spec(), schedule="* * * * *")
     registry = open_registry()
     running = registry.create_sync("busy", ["orders"])
-    coordination.claim(registry, "busy", running)  # a sync holds the connection
+    lease.claim(registry, "busy", running)  # a sync holds the connection
     fired: list[str] = []
 
     assert fire_due(registry, datetime.now(UTC) + timedelta(minutes=2), fired.append) == []

@@ -60,6 +60,6 @@ def test_catalog_and_staging_reach_the_bucket(s3_server: s3.S3Server, tmp_path: 
     keys = s3_server.keys(bucket, "wh/")
     assert "wh/probe.txt" in keys
     assert "wh/_rq_staging/sync-1/page-0.jsonl.zst" in keys
-    assert staging.read_records(path) == [{"id": 1}, {"id": 2}]
+    assert list(staging.read_records(path)) == [[{"id": 1}, {"id": 2}]]
     staging.remove("sync-1")
     assert not s3_server.keys(bucket, "wh/_rq_staging/sync-1")

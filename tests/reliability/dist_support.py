@@ -110,9 +110,9 @@ class SyncHandle:
     CLI's start-up for each of many short runs."""
 
     def __init__(self, dist: Dist, connection: str) -> None:
-        from rawquery_workers.coordination import claim
+        from rawquery_workers.connections import plan_sync
+        from rawquery_workers.lease import claim
         from rawquery_workers.settings import reset_settings
-        from rawquery_workers.sync import plan_sync
 
         reset_settings()
         self.registry = open_registry()
