@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import random as _random
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ _LONG_RUN = b"0" * 19
 for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _READ = httpx.ByteStream(b"")
 Event = dict[str, str | int | float | None]
 # Failures of the connection or of the bytes on the wire: worth another attempt.
@@ -263,13 +265,13 @@ class ApiClient:
     ) -> ApiResponse:
         """Send with retries; `url` may be relative to base_url. Raises SourceError kinds."""
         method = method.upper()
-        target = httpx.URL(url)
-        if not target.is_absolute_url:
-            target = httpx.URL(join_url(self.base_url, url))
-        if params and not target.query:  # one parse, not copy_merge_params' three
-            target = httpx.URL(str(target), params=dict(params))
-        elif params:
-            target = target.copy_merge_params(dict(params))
+        full = url if _ABSOLUTE.match(url) else join_url(self.base_url, url)
+        if params and "?" not in full:  # one URL parse a request, not copy_merge_params' three
+            target = httpx.URL(full, params=dict(params))
+        else:
+            target = httpx.URL(full)
+            if params:
+                target = target.copy_merge_params(dict(params))
         shown = self.redactor.redact_url(target)
         body = orjson.dumps(json) if json is not None else None
         failure = _Failure("no attempt was made")
@@ -309,7 +311,10 @@ class ApiClient:
             detail = self.redactor.redact(str(exc))
             raise SourceError(f"{method} {shown}: {type(exc).__name__}: {detail}") from None
         self._emit_request(method, shown, attempt, meter, response.status_code)
-        return self._outcome(method, shown, response, final_url, trusted, expect_json, attempt)
+        final_shown = shown if final_url is target else self.redactor.redact_url(final_url)
+        return self._outcome(
+            method, shown, response, final_url, final_shown, trusted, expect_json, attempt
+        )
 
     def _outcome(
         self,
@@ -317,6 +322,7 @@ class ApiClient:
         shown: str,
         response: httpx.Response,
         final_url: httpx.URL,
+        final_shown: str,
         trusted: bool,
         expect_json: bool,
         attempt: int,
@@ -340,7 +346,7 @@ class ApiClient:
             headers=response.headers,
             json=parsed,
             url=str(final_url),
-            redacted_url=self.redactor.redact_url(final_url),
+            redacted_url=final_shown,
             content=response.content,
             attempts=attempt,
         )
