@@ -108,16 +108,12 @@ def coerce(values: Values, target: ColumnType) -> Coerced:
 
 
 def _json_texts(raw: list[object]) -> pa.Array | None:
-    """Every value as JSON text in one pass; None when orjson refuses one (a huge int).
-    Without nulls, `map` runs in C and Arrow checks the UTF-8 of all the bytes at once."""
+    """Every value as JSON text in one pass; None when orjson refuses one (a huge int)."""
     try:
-        if raw.count(None):
-            encoded = [None if v is None else orjson.dumps(v) for v in raw]
-        else:
-            encoded = list(map(orjson.dumps, raw))
+        encoded = [None if v is None else orjson.dumps(v).decode() for v in raw]
     except TypeError:
         return None
-    return pa.array(encoded, pa.binary()).cast(pa.string())
+    return pa.array(encoded, pa.string())
 
 
 def _per_value(raw: list[object], rows: list[int], target: ColumnType) -> Coerced:
