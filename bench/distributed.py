@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,18 @@ def main() -> None:
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
 
 
+def by_workers(
+    results: list[dict[str, Any]],
+) -> Iterator[tuple[int, list[dict[str, Any]], float, float]]:
+    """(worker count, its runs, their median seconds, the smallest count's median)."""
+    base = None
+    for n in sorted({r["workers"] for r in results}):
+        rows = [r for r in results if r["workers"] == n]
+        median = statistics.median(r["seconds"] for r in rows)
+        base = base or median
+        yield n, rows, median, base
+
+
 def summary(out: dict[str, Any]) -> list[str]:
     """Markdown lines for bench/README.md."""
 
@@ -292,11 +305,7 @@ def summary(out: dict[str, Any]) -> list[str]:
     if out["full"]:
         lines += ["", f"(d) distributed sync of {out['records']:,} records (one connection, "
                   "one stream), `rq connections sync --no-wait` to `succeeded`:", ""]  # fmt: skip
-        base = None
-        for n in sorted({r["workers"] for r in out["full"]}):
-            rows = [r for r in out["full"] if r["workers"] == n]
-            med = statistics.median(r["seconds"] for r in rows)
-            base = base or med
+        for n, rows, med, base in by_workers(out["full"]):
             rss = statistics.median(r["worker_rss_mb"] for r in rows)
             lines.append(f"- {n} worker(s): {spread([r['seconds'] for r in rows])}, "
                          f"{out['records'] / med:,.0f} records/s, {base / med:.2f} x of 1 worker, "
@@ -306,11 +315,7 @@ def summary(out: dict[str, Any]) -> list[str]:
         lines += ["", f"(d) rate-limited: {s['connections']} connections at {s['rps']:g} "
                   f"requests/s each, {s['pages_per_connection']} pages each, all enqueued "
                   "at once, until all succeeded:", ""]  # fmt: skip
-        base = None
-        for n in sorted({r["workers"] for r in out["limited"]}):
-            rows = [r for r in out["limited"] if r["workers"] == n]
-            med = statistics.median(r["seconds"] for r in rows)
-            base = base or med
+        for n, rows, med, base in by_workers(out["limited"]):
             lines.append(f"- {n} worker(s): {spread([r['seconds'] for r in rows])}; "
                          f"{med / base:.2f} of 1 worker's time (ideal {1 / n:.2f})")  # fmt: skip
     if out["latency"]:

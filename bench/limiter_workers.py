@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from api import BenchApi  # noqa: E402
 
+from tests.support.polling import wait_for  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 NAME = "limiter"
@@ -57,17 +58,6 @@ PAGE_SIZE = 10
 STREAMS = ("by_offset", "by_page", "by_cursor")
 RQ = str(Path(sys.executable).parent / "rq")
 READY_SECONDS = 60.0
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll `condition` (another process' state) until truthy, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(every)
-    raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def spec(url: str, rate: float, burst: int | None) -> dict[str, Any]:
@@ -129,7 +119,7 @@ class Pool:
             return not pending
 
         try:
-            wait_for(ready, READY_SECONDS, f"{count} workers to answer ping")
+            wait_for(ready, READY_SECONDS, f"{count} workers to answer ping", every=0.2)
         finally:
             probe.close()
 

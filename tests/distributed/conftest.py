@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,23 +32,13 @@ from rawquery_workers.credentials import Credentials
 from rawquery_workers.registry import open_registry
 from rawquery_workers.settings import reset_settings
 from tests.support.api_server import ApiServer, RecordedRequest, Reply
+from tests.support.polling import wait_for
 from tests.support.redis_server import RedisServer
 
 TOKEN = "tok-CANARY-5f1e2d3c4b"  # the credential that must never reach Redis
 VALUE = "val-CANARY-9a8b7c6d"  # a record value that must never reach Redis
 RQ = str(Path(sys.executable).parent / "rq")
 READY_SECONDS = 60.0
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll `condition` until truthy (returned) or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(every)  # polling an external process' state: nothing to be notified by
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @dataclass
@@ -135,19 +124,24 @@ class Workers:
             self.wait_ready(worker)
         return new
 
-    def _spawn(self, env: dict[str, str]) -> Worker:
-        self.started += 1
-        name = f"w{self.started}"
-        log = self.dist.home / f"{name}.log"
-        command = [
+    def command(self, name: str) -> list[str]:
+        return [
             sys.executable, "-m", "celery", "-A", "rawquery_workers", "worker",
             "--concurrency", "1", "-P", "prefork", "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "-l", "INFO",
         ]  # fmt: skip
+
+    def own_env(self) -> dict[str, str]:
+        return {}
+
+    def _spawn(self, env: dict[str, str]) -> Worker:
+        self.started += 1
+        name = f"w{self.started}"
+        log = self.dist.home / f"{name}.log"
         with open(log, "ab") as out:
             process = subprocess.Popen(
-                command,
-                env={**self.dist.env, **self.extra_env, **env},
+                self.command(name),
+                env={**self.dist.env, **self.extra_env, **self.own_env(), **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -11,8 +11,9 @@ import pytest
 from celery import Celery
 
 from rawquery_workers import lease
-from tests.distributed.conftest import Dist, Shop, Workers, table_ids, wait_for
+from tests.distributed.conftest import Dist, Shop, Workers, table_ids
 from tests.support.api_server import RecordedRequest, Reply
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.distributed, pytest.mark.redis]
 

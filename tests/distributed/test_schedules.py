@@ -13,7 +13,8 @@ import pytest
 from rawquery_workers import lease
 from rawquery_workers.beat import due_slot, fire_due
 from rawquery_workers.registry import open_registry
-from tests.distributed.conftest import RQ, Dist, Shop, Workers, table_ids, wait_for
+from tests.distributed.conftest import RQ, Dist, Shop, Workers, table_ids
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.distributed, pytest.mark.redis]
 

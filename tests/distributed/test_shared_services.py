@@ -12,8 +12,9 @@ import pytest
 
 from rawquery_workers.credentials import Credentials
 from rawquery_workers.registry import open_registry
-from tests.distributed.conftest import Dist, Shop, Workers, table_ids, wait_for
+from tests.distributed.conftest import Dist, Shop, Workers, table_ids
 from tests.support.api_server import RecordedRequest, Reply
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.distributed, pytest.mark.redis]
 

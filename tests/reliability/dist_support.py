@@ -4,7 +4,6 @@ short HTTP read timeout (so an API answer slower than it is a timeout)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,8 +14,9 @@ from celery import Celery
 
 from rawquery_workers.credentials import Credentials
 from rawquery_workers.registry import open_registry
-from tests.distributed.conftest import Dist, Worker, Workers, wait_for
+from tests.distributed.conftest import Dist, Workers
 from tests.reliability.support import committed_state, table_rows
+from tests.support.polling import wait_for
 
 # `rq worker` exactly as in production (its logging set up from RAWQUERY_LOG_LEVEL), with the
 # HTTP client's default read timeout lowered first when RQ_TEST_READ_TIMEOUT is set.
@@ -36,28 +36,17 @@ class RqWorkers(Workers):
 
     read_timeout: float | None = None
 
-    def _spawn(self, env: dict[str, str]) -> Worker:
-        self.started += 1
-        name = f"w{self.started}"
-        log = self.dist.home / f"{name}.log"
-        command = [
+    def command(self, name: str) -> list[str]:
+        return [
             sys.executable, "-c", _BOOT, "worker", "--concurrency", "1", "-P", "prefork",
             "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel=DEBUG",
         ]  # fmt: skip
+
+    def own_env(self) -> dict[str, str]:
         extra = {"RAWQUERY_LOG_LEVEL": "DEBUG"}
         if self.read_timeout:
             extra["RQ_TEST_READ_TIMEOUT"] = str(self.read_timeout)
-        with open(log, "ab") as out:
-            process = subprocess.Popen(
-                command,
-                env={**self.dist.env, **self.extra_env, **extra, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = Worker(name, process, log)
-        self.running.append(worker)
-        return worker
+        return extra
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.distributed.conftest import Dist, wait_for
+from tests.distributed.conftest import Dist
 from tests.reliability.dist_support import (
     RqWorkers,
     SyncHandle,
@@ -43,6 +43,7 @@ from tests.reliability.dist_support import (
 from tests.reliability.support import FakeApi, assert_exact, committed_state, items_spec
 from tests.reliability.tally import TALLY
 from tests.support.api_server import ApiServer
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.distributed, pytest.mark.redis]
 

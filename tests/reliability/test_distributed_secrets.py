@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.distributed.conftest import Dist, redis_dump, wait_for
+from tests.distributed.conftest import Dist, redis_dump
 from tests.reliability.dist_support import RqWorkers
 from tests.reliability.support import FakeApi, assert_exact, items_spec, make_records, write_json
 from tests.reliability.tally import TALLY
 from tests.support.api_server import ApiServer, RecordedRequest, Reply
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.distributed, pytest.mark.redis]
 
