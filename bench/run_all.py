@@ -161,8 +161,11 @@ def report(
     lines.append(f"\nIceberg after the first / second sync (last run): {tables[0]} / {tables[1]}")
     lines += ["", "(e) peak RSS of one embedded sync (child process ru_maxrss):", ""]
     for size, rows in rss.items():
+        files = {name: t["files"] for name, t in rows[-1]["tables"].items()}
+        commits = {name: t["snapshots"] for name, t in rows[-1]["tables"].items()}
         lines.append(f"- {size:,} records: {spread([r['rss_mb'] for r in rows], 'MB', 0)}, "
-                     f"wall {spread([r['seconds'] for r in rows])}")  # fmt: skip
+                     f"wall {spread([r['seconds'] for r in rows])}; data files per table "
+                     f"{files}, snapshots per table {commits}")  # fmt: skip
     if len(rss) == 2:
         small, big = (statistics.median(r["rss_mb"] for r in rows) for rows in rss.values())
         lines.append(f"- ratio {big / small:.2f} x (target <= 1.2 x, and <= 300 MB at 1M)")

@@ -9,7 +9,6 @@ from pathlib import Path
 from rawquery_workers.credentials import Credentials
 from rawquery_workers.errors import NotFoundError, SpecError
 from rawquery_workers.registry import Registry
-from rawquery_workers.schedule import parse_schedule
 from rawquery_workers.spec.loading import load_spec_file, parse_spec, spec_to_json
 from rawquery_workers.spec.models import (
     ApiKeyAuth,
@@ -19,7 +18,6 @@ from rawquery_workers.spec.models import (
     OAuth2Auth,
     Spec,
 )
-from rawquery_workers.templating import placeholders
 
 CONNECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$")
 _FLAG_FOR = {
@@ -40,6 +38,8 @@ def check_connection_name(name: str) -> str:
 
 def missing_credentials(spec: Spec, creds: Credentials) -> list[str]:
     """The command-line flags the spec's auth needs but that were not given."""
+    from rawquery_workers.templating import placeholders  # not needed by `plan_sync`
+
     auth = spec.auth
     needed: list[str] = []
     match auth:
@@ -77,6 +77,8 @@ def require_credentials(spec: Spec, creds: Credentials, source: str) -> None:
 
 
 def checked_schedule(text: str | None) -> str | None:
+    from rawquery_workers.schedule import parse_schedule  # not needed by `plan_sync`
+
     return None if text is None else parse_schedule(text).text
 
 

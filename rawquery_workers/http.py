@@ -41,7 +41,7 @@ from rawquery_workers.errors import AuthError, ResponseError, RetriableError, So
 from rawquery_workers.ratelimit import RateLimiter
 from rawquery_workers.redact import Redactor
 from rawquery_workers.spec.models import ParamValue, RateLimit
-from rawquery_workers.transport import StdlibTransport
+from rawquery_workers.transport import StdlibTransport, send
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
@@ -81,8 +81,9 @@ def build_client(
     zstandard packages are installed: httpx advertises what it can decode) and does not
     follow redirects by itself (ApiClient does, applying the credentials rule). Requests
     go through `StdlibTransport` (rawquery_workers/transport.py: why) unless `transport`."""
+    timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
     return httpx.Client(
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        timeout=timeout,
         limits=httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
@@ -90,7 +91,7 @@ def build_client(
         ),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         follow_redirects=False,
-        transport=transport or StdlibTransport(),
+        transport=transport or StdlibTransport(timeout=timeout),
     )
 
 
@@ -360,7 +361,7 @@ class ApiClient:
             meter.waited += self.limiter.acquire(self.limiter_key)
             trusted = origin(url) == self._base_origin
             request = self._build(method, url, body, trusted)
-            response = self.client.send(request, auth=self.auth if trusted else None)
+            response = send(self.client, request, self.auth if trusted else None)
             # httpx links a read response and its stream in a reference cycle; unlinked,
             # the body is freed as soon as the page is parsed, not at the next collection
             response.stream = _READ

@@ -29,8 +29,8 @@ import orjson
 
 from rawquery_workers.context import StreamContext
 from rawquery_workers.extract import Page, read_pages
-from rawquery_workers.segment import CHUNK_RECORDS, SegmentShaper, relaxed_gc
-from rawquery_workers.transform.batch import KEY, TableBatch
+from rawquery_workers.segment import CHUNK_RECORDS, SegmentWriter, WrittenTable, relaxed_gc
+from rawquery_workers.transform.batch import KEY
 
 ProgressHook = Callable[[dict[str, Any]], None]
 
@@ -183,26 +183,26 @@ def fetch_and_stage(
     ctx: StreamContext, job: StreamJob, pages: Iterator[Page] | None = None
 ) -> StagedSegment:
     """`stage_segment(ctx, fetch_segment(ctx, job, pages))` in one pass: records are shaped
-    into Arrow a chunk at a time as their pages arrive (rawquery_workers/segment.py), so
+    and written a chunk at a time as their pages arrive (rawquery_workers/segment.py), so
     memory holds one chunk of records as Python objects, not the whole segment."""
     pages = pages if pages is not None else iter_pages(ctx, job)
-    shaper = _shaper(ctx, job)
     chunk: list[dict[str, Any]] = []
     count = 0
     next_state: dict[str, Any] | None = None
-    with relaxed_gc():
+    with relaxed_gc(), _segment_writer(ctx, job) as segment:
         for page in pages:
             chunk.extend(page.records)
             count += 1
             next_state = page.next_state
             _page_event(ctx, job, count, page)
-            done = next_state is None or shaper.records + len(chunk) >= ctx.settings.segment_records
+            read = segment.records + len(chunk)
+            done = next_state is None or read >= ctx.settings.segment_records
             if chunk and (done or len(chunk) >= CHUNK_RECORDS):
-                shaper.add(chunk)
+                segment.add(chunk)
                 chunk = []
             if done:
                 break
-    return _staged(ctx, job, shaper, count, next_state)
+        return _staged(ctx, job, segment, count, next_state)
 
 
 def _page_event(ctx: StreamContext, job: StreamJob, count: int, page: Page) -> None:
@@ -228,66 +228,58 @@ def iter_pages(ctx: StreamContext, job: StreamJob) -> Iterator[Page]:
 def stage_segment(ctx: StreamContext, fetched: FetchedSegment) -> StagedSegment:
     """Shape the staged records into tables a chunk at a time, evolve the tables' schemas
     and write Parquet files."""
-    shaper = _shaper(ctx, fetched.job)
-    with relaxed_gc():
+    with relaxed_gc(), _segment_writer(ctx, fetched.job) as segment:
         for chunk in ctx.staging.read_records(fetched.records_file, CHUNK_RECORDS):
-            shaper.add(chunk)
-    return _staged(ctx, fetched.job, shaper, fetched.pages, fetched.next_state)
+            segment.add(chunk)
+        return _staged(ctx, fetched.job, segment, fetched.pages, fetched.next_state)
 
 
-def _shaper(ctx: StreamContext, job: StreamJob) -> SegmentShaper:
-    names = [ctx.stream.name, *map(ctx.stream.child_table, ctx.stream.expand)]
-    known = {n: k for n in names if (k := ctx.sink.known_schema(job.connection, n))}
-    return SegmentShaper(ctx.stream, known, job.since, max_cursor=job.pending_cursor)
+def _segment_writer(ctx: StreamContext, job: StreamJob) -> SegmentWriter:
+    return SegmentWriter(
+        ctx.stream,
+        ctx.sink,
+        job.connection,
+        since=job.since,
+        max_cursor=job.pending_cursor,
+        sync_id=job.sync_id,
+        segment=job.segment,
+        synced_at=job.started_at,
+    )
 
 
 def _staged(
     ctx: StreamContext,
     job: StreamJob,
-    shaper: SegmentShaper,
+    segment: SegmentWriter,
     pages: int,
     next_state: dict[str, Any] | None,
 ) -> StagedSegment:
-    """Evolve the tables' schemas and write the shaped segment's Parquet files."""
-    changes: list[str] = []
-    tables: list[StagedTable] = []
-    for batch in shaper.tables():
-        changes += [f"{batch.name}: {c}" for c in ctx.sink.prepare(job.connection, batch)]
-        tables.append(_stage_table(ctx, job, batch))
+    """Close the segment's files; what the commit step needs, as references."""
+    tables = [_stage_table(ctx, job, table) for table in segment.finish()]
     return StagedSegment(
         job=job,
         tables=tables,
         pages=pages,
         next_state=next_state,
-        max_cursor=shaper.max_cursor,
-        warnings=list(shaper.warnings),
-        schema_changes=changes,
+        max_cursor=segment.max_cursor,
+        warnings=list(segment.warnings),
+        schema_changes=list(segment.schema_changes),
     )
 
 
-def _stage_table(ctx: StreamContext, job: StreamJob, batch: TableBatch) -> StagedTable:
-    files: list[str] = []
-    if batch.data.num_rows:
-        files = ctx.sink.write_files(
-            job.connection,
-            batch.name,
-            batch.data,
-            sync_id=job.sync_id,
-            segment=job.segment,
-            synced_at=job.started_at,
-        )
+def _stage_table(ctx: StreamContext, job: StreamJob, table: WrittenTable) -> StagedTable:
     parent_keys_file = None
-    if batch.parent is not None and batch.parent_keys is not None:
+    if table.parent is not None and table.parent_keys is not None:
         parent_keys_file = ctx.staging.write_keys(
-            job.sync_id, f"{batch.name}-{job.segment}", batch.parent_keys
+            job.sync_id, f"{table.name}-{job.segment}", table.parent_keys
         )
     return StagedTable(
-        name=batch.name,
-        files=files,
-        rows=batch.data.num_rows,
-        keys=list(batch.keys),
-        parent_key=batch.parent_key,
-        parent=batch.parent,
+        name=table.name,
+        files=table.files,
+        rows=table.rows,
+        keys=list(table.keys),
+        parent_key=table.parent_key,
+        parent=table.parent,
         parent_keys_file=parent_keys_file,
     )
 
@@ -342,13 +334,22 @@ def _commit_incremental(
         table.name,
         table.files,
         mode="merge" if table.keys else "append",
-        key_column=KEY if table.keys else None,
+        key_column=_match_column(table),
         parent_key_column=table.parent_key if table.parent else None,
         parent_keys=ctx.staging.read_keys(table.parent_keys_file),
         state=state,
         sync_id=job.sync_id,
         segment=job.segment,
     )
+
+
+def _match_column(table: StagedTable) -> str | None:
+    """The column a merge finds a row's older versions by. A one-column key is matched in its
+    own column: the same rows as its text in `_rq_key`, but hashing numbers instead of
+    strings takes a fraction of the time and memory (bench/README.md)."""
+    if not table.keys:
+        return None
+    return table.keys[0] if len(table.keys) == 1 else KEY
 
 
 def _commit_full_refresh(ctx: StreamContext, staged: StagedSegment) -> None:
@@ -378,14 +379,3 @@ def abandon(ctx: StreamContext, job: StreamJob) -> None:
         if job.full_refresh:
             ctx.sink.abort_replace(job.connection, name, job.sync_id)
         ctx.sink.cleanup_orphans(job.connection, name, job.sync_id)
-
-
-def _max(a: str | None, b: str | None) -> str | None:
-    """The later of two cursors as transform renders them: numbers compare as numbers,
-    timestamps (ISO 8601, UTC) and other strings as strings."""
-    if not a or not b:
-        return a or b
-    try:
-        return a if float(a) >= float(b) else b
-    except ValueError:
-        return max(a, b)

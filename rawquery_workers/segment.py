@@ -1,18 +1,16 @@
-"""Shaping a segment into Arrow while its pages arrive, so memory holds one chunk of records.
+"""Writing a segment's tables while its pages arrive, so memory holds one chunk of records.
 
-A segment (up to `segment_records` records: one commit) used to be held as Python dicts
-until all its pages were in (~4.5 KB a record: ~900 MB for 200k). `SegmentShaper` takes
-the records a chunk at a time (`CHUNK_RECORDS`), shapes each chunk with `transform_records`
-against the schemas the tables had when the segment started, keeps only the Arrow tables,
-and at the end unites each table's chunks into one batch, so the sink still sees one batch
-(one `prepare`, one set of files, one commit) per table per segment.
+A segment (up to `segment_records` records: one commit) is read a chunk at a time
+(`CHUNK_RECORDS`). Each chunk is shaped with `transform_records` against the tables' current
+schemas; a chunk that brings new columns (or real values for an all-null column) evolves
+its table first, so the next chunk is shaped against the evolved schema: chunk boundaries
+behave as segment boundaries always have. Its rows then go to the table's open Parquet
+files (sink/table_files.py) in a background thread, which overlaps Parquet encoding and
+compression (C++, free of the GIL) with fetching and shaping the next chunk. So a segment
+can be as large as the files should be, at the memory of one chunk.
 
-Uniting chunks follows the inference rule of one batch (transform/infer.py): a column that
-is integer in one chunk and float in another becomes float; a column whose chunks disagree
-otherwise becomes string (values as text); chunks where it held only nulls do not vote.
-Differences from shaping the whole segment at once, all at chunk boundaries (the same as at
-segment boundaries): a key repeated in two chunks keeps the later chunk's record (a write
-keeps the last row per key), and counts in warnings are per chunk.
+A key repeated in two chunks keeps the later chunk's row (as a write keeps the last row per
+key); counts in warnings are per chunk.
 """
 
 from __future__ import annotations
@@ -20,12 +18,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from rawquery_workers.sink import IcebergSink
+from rawquery_workers.sink.schema import unchanged_by
+from rawquery_workers.sink.table_files import TableFiles
 from rawquery_workers.spec.models import Stream
 from rawquery_workers.transform import transform_records
 from rawquery_workers.transform.batch import KnownSchema, TableBatch
@@ -45,15 +48,16 @@ def relaxed_gc() -> Iterator[None]:
     then old, again and again (a third of the CPU of a 200k-record segment in the profile).
     A young generation of 100k containers lets most of a page's objects die before any scan
     (-1.5 s of 7.4 s at 200k records, peak RSS unchanged; disabling the collector saved
-    about as much but grew RSS by 100 MB of uncollected cycles), and the oldest generation
-    is collected rarely. Collections still run, so cyclic garbage is still freed.
+    about as much but grew RSS by 100 MB of uncollected cycles). The older generations keep
+    their thresholds: raising the oldest one too saved no measurable time once segments
+    grew to 500k records, and let 20 MB more of cyclic garbage build up at 1M records.
     Thread-safe and nestable."""
     global _gc_users, _gc_saved
     with _GC_LOCK:
         if _gc_users == 0:
             _gc_saved = gc.get_threshold()
             young, middle, old = _gc_saved
-            gc.set_threshold(max(young, 100_000), middle, max(old, 1000))
+            gc.set_threshold(max(young, 100_000), middle, old)
         _gc_users += 1
     try:
         yield
@@ -65,89 +69,161 @@ def relaxed_gc() -> Iterator[None]:
 
 
 @dataclass(slots=True)
-class SegmentShaper:
-    """Feed records with `add`; `tables()` gives one batch per table (parent first)."""
+class WrittenTable:
+    """A table's part of a segment: its files and, for a child table, the parent keys of
+    every parent row of the segment (to replace their old children)."""
 
-    stream: Stream
-    known: dict[str, KnownSchema]
-    since: str | None
-    max_cursor: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    parts: dict[str, list[TableBatch]] = field(default_factory=dict)
-    records: int = 0
+    name: str
+    files: list[str]
+    rows: int
+    keys: tuple[str, ...]
+    parent_key: str | None
+    parent: str | None
+    parent_keys: pa.Array | None
+
+
+@dataclass(slots=True)
+class _Table:
+    files: TableFiles
+    batch: TableBatch  # the first chunk's: name, keys and parent links
+    rows: int = 0
+    parent_keys: list[pa.Array] = field(default_factory=list)
+
+
+class SegmentWriter:
+    """`add` records a chunk at a time, then `finish` for the tables (parent first).
+    A context manager: leaving it on an error closes every open file (the files stay
+    for `cleanup_orphans`)."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        sink: IcebergSink,
+        connection: str,
+        *,
+        since: str | None,
+        max_cursor: str | None,
+        sync_id: str,
+        segment: int,
+        synced_at: datetime,
+    ) -> None:
+        self.stream = stream
+        self.sink = sink
+        self.connection = connection
+        self.since = since
+        self.max_cursor = max_cursor
+        self.records = 0
+        self.warnings: list[str] = []
+        self.schema_changes: list[str] = []
+        self.sync_id, self.segment, self.synced_at = sync_id, segment, synced_at
+        names = [stream.name, *map(stream.child_table, stream.expand)]
+        self._known = {n: k for n in names if (k := sink.known_schema(connection, n))}
+        self._tables: dict[str, _Table] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rq-write")
+        self._writing: Future[None] | None = None
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if kind is not None:
+            with contextlib.suppress(Exception):
+                self._wait()
+            for table in self._tables.values():
+                table.files.abort()
+        self._pool.shutdown(wait=True)
 
     def add(self, records: list[dict]) -> None:
-        from rawquery_workers.pipeline import _max
-
-        result = transform_records(self.stream, records, self.known, since_cursor=self.since)
+        """Shape and write a chunk. Takes `records` over: the list is emptied later."""
+        result = transform_records(self.stream, records, self._known, since_cursor=self.since)
         self.records += len(records)
-        self.max_cursor = _max(self.max_cursor, result.max_cursor)
+        self.max_cursor = later_cursor(self.max_cursor, result.max_cursor)
         self.warnings += result.warnings
+        writes: list[Callable[[], None]] = []
         for batch in result.tables:
-            self.parts.setdefault(batch.name, []).append(batch)
+            known = self._prepare(batch)
+            table = self._table(batch)
+            table.rows += batch.data.num_rows
+            if batch.parent_keys is not None:
+                table.parent_keys.append(batch.parent_keys)
+            if batch.data.num_rows:
+                writes.append(lambda f=table.files, d=batch.data, k=known: f.write(d, k))
+        self._wait()  # one chunk in the writer at a time: memory holds two chunks at most
+        self._writing = self._pool.submit(_release_then_run, records, writes)
 
-    def tables(self) -> list[TableBatch]:
-        if not self.parts:
-            self.add([])
-        return [unite(parts) for parts in self.parts.values()]
+    def finish(self) -> list[WrittenTable]:
+        if not self._tables:
+            self.add([])  # no records: the tables are still created
+        self._wait()
+        return [
+            WrittenTable(
+                name=name,
+                files=table.files.close(),
+                rows=table.rows,
+                keys=table.batch.keys,
+                parent_key=table.batch.parent_key,
+                parent=table.batch.parent,
+                parent_keys=_joined(table.parent_keys),
+            )
+            for name, table in self._tables.items()
+        ]
+
+    def _prepare(self, batch: TableBatch) -> KnownSchema:
+        """Create or evolve the batch's table when its schema asks for it; its schema."""
+        known = self._known.get(batch.name)
+        if known is None or not unchanged_by(known, batch, f"{self.connection}.{batch.name}"):
+            lines = self.sink.prepare(self.connection, batch)
+            self.schema_changes += [f"{batch.name}: {line}" for line in lines]
+            known = self.sink.known_schema(self.connection, batch.name)
+            assert known is not None, "prepare() creates the table"
+            self._known[batch.name] = known
+        return known
+
+    def _table(self, batch: TableBatch) -> _Table:
+        table = self._tables.get(batch.name)
+        if table is None:
+            files = self.sink.open_files(
+                self.connection,
+                batch.name,
+                sync_id=self.sync_id,
+                segment=self.segment,
+                synced_at=self.synced_at,
+                keys=batch.keys,
+            )
+            table = self._tables[batch.name] = _Table(files, batch)
+        return table
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
 
 
-def unite(parts: list[TableBatch]) -> TableBatch:
-    """One batch from a table's chunks (see the module docstring for the types)."""
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    seen = list(dict.fromkeys(n for p in parts for n in p.data.column_names))
-    system = [n for n in first.data.column_names if n.startswith("_rq_")]
-    names = [n for n in seen if n not in system] + system  # system columns stay last
-    retypable = frozenset.intersection(*(p.retypable | _absent(p, names) for p in parts))
-    types = {n: _united_type([_voting_type(p, n) for p in parts]) for n in names}
-    tables = [_aligned(p.data, names, types) for p in parts]
-    data = pa.concat_tables(tables)  # chunked: no copy of the segment
-    keys = [p.parent_keys for p in parts if p.parent_keys is not None]
-    parent_keys = pa.concat_arrays([k.cast(keys[0].type) for k in keys]) if keys else None
-    return TableBatch(
-        first.name, data, first.keys, first.parent_key, first.parent, parent_keys, retypable
-    )
+def _release_then_run(records: list[dict], calls: list[Callable[[], None]]) -> None:
+    # Freeing a chunk's millions of small objects costs the fetch loop ~0.3 s per 200k
+    # records; here it holds the GIL mostly while the fetch waits on the socket.
+    records.clear()
+    for call in calls:
+        call()
 
 
-def _absent(part: TableBatch, names: Iterable[str]) -> frozenset[str]:
-    return frozenset(n for n in names if n not in part.data.column_names)
-
-
-def _voting_type(part: TableBatch, name: str) -> pa.DataType | None:
-    if name not in part.data.column_names:
+def _joined(parts: list[pa.Array]) -> pa.Array | None:
+    if not parts:
         return None
-    column = part.data.column(name)
-    if name in part.retypable or column.null_count == len(column):
-        return None
-    return column.type
+    return pa.concat_arrays([p.cast(parts[0].type) for p in parts])
 
 
-def _united_type(types: list[pa.DataType | None]) -> pa.DataType:
-    voting = {t for t in types if t is not None}
-    if not voting:
-        return next((t for t in types if t is not None), pa.string())
-    if len(voting) == 1:
-        return voting.pop()
-    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in voting):
-        return pa.float64() if any(pa.types.is_floating(t) for t in voting) else pa.int64()
-    return pa.string()
-
-
-def _aligned(data: pa.Table, names: list[str], types: dict[str, pa.DataType]) -> pa.Table:
-    arrays = []
-    for name in names:
-        target = types[name]
-        if name not in data.column_names:
-            arrays.append(pa.nulls(data.num_rows, target))
-            continue
-        column = data.column(name)
-        if column.type == target:
-            arrays.append(column)
-        elif column.null_count == len(column):
-            arrays.append(pa.nulls(data.num_rows, target))
-        else:
-            arrays.append(pc.cast(column, target))
-    schema = pa.schema([pa.field(n, types[n], nullable=True) for n in names])
-    return pa.Table.from_arrays(arrays, schema=schema)
+def later_cursor(a: str | None, b: str | None) -> str | None:
+    """The later of two cursors as transform renders them: numbers compare as numbers,
+    timestamps (ISO 8601, UTC) and other strings as strings."""
+    if not a or not b:
+        return a or b
+    try:
+        return a if float(a) >= float(b) else b
+    except ValueError:
+        return max(a, b)

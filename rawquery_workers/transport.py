@@ -1,80 +1,116 @@
-"""An httpx transport over the standard library's `http.client`: HTTP/1.1 with keep-alive.
+"""An httpx transport over plain sockets: HTTP/1.1 with keep-alive, the wire format read here.
 
 httpx's default transport (httpcore + h11, both pure Python) costs about 0.4 ms of CPU a
-request; `http.client` parses the status line and headers in C and costs about 0.15 ms. At
-page size 100 that is a second per 200k records (bench/README.md), on a sync that is
-CPU-bound. Everything above the transport stays httpx: auth flows, URLs, headers, content
-decoding (gzip, deflate, br, zstd), and the ApiClient's redirects and credentials rule.
+request and `http.client` about 0.07 ms, much of it parsing the response head with the
+`email` package. A JSON API's response head is a status line and a handful of headers: found
+with one `find` for the blank line and split into lines, the whole exchange costs about
+0.03 ms, system calls included. A sync at page size 100 is CPU-bound, so this counts
+(docs/decisions/006). Everything
+above the transport stays httpx: auth flows, URLs, headers, content decoding (gzip, deflate,
+br, zstd), and the ApiClient's redirects and credentials rule.
+
+The wire format handled (RFC 9112): a response body framed by `Transfer-Encoding: chunked`
+(extensions and trailers skipped), by `Content-Length`, or by the server closing the
+connection (which is then not reused); no body after HEAD or for 1xx, 204 and 304.
+Informational 1xx answers before the final one are skipped. An HTTP/1.0 answer closes the
+connection unless it says `keep-alive`; `Connection: close` always does. Lines may end in
+CRLF or LF alone, folded header lines are joined. A head over 128 KiB, a malformed status
+line or chunk size, or a body cut short are RemoteProtocolError. A request header holding a
+line break or NUL, or a name holding a colon, is refused before anything is sent
+(LocalProtocolError, naming the header but not its value).
 
 Behaviour kept from httpx's transport: timeouts come from the request (`connect` for
-opening the connection, `read` for each socket read), a kept-alive connection that the
-server closed while idle is discarded rather than reused, a request is never sent twice
-(a failure is raised for the ApiClient's retry policy to handle), and failures are httpx's
-exception types (ConnectError, ConnectTimeout, ReadTimeout, ReadError, WriteError,
-RemoteProtocolError). Environment proxies are still honoured: httpx mounts its own
-transport for proxied URLs. Thread-safe: a connection is used by one request at a time.
+opening the connection and the TLS handshake, `read` for each socket read), a kept-alive
+connection that the server closed while idle is discarded rather than reused, a request is
+never sent twice (a failure is raised for the ApiClient's retry policy to handle), and
+failures are httpx's exception types (ConnectError, ConnectTimeout, ReadTimeout, ReadError,
+WriteError, RemoteProtocolError). Thread-safe: a connection is used by one request at a
+time. Proxies: httpx mounts proxy transports from HTTP(S)_PROXY only for a client built
+without a transport, so clients from `http.build_client` connect directly (as they did
+over http.client).
+
+`send(client, request, auth)` is what the ApiClient calls instead of `client.send`: the same
+auth flow, cookies and decoding, without httpx.Client's per-request bookkeeping, when the
+client hands every request to a StdlibTransport (otherwise it is `client.send` itself).
 """
 
 from __future__ import annotations
 
-import http.client
+import re
 import select
 import socket
 import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import httpx
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_NO_AUTH = httpx.Auth()
 _MAX_IDLE_PER_ORIGIN = 8
+_MAX_HEAD = 128 * 1024  # status line + headers of one response, and one chunk-size line
+_RECV = 64 * 1024  # larger reads cost more than they save: each allocates (and maps) that much
+_NO_BODY = frozenset({204, 304})
+_STATUS = re.compile(rb"HTTP/1\.([0-9])[ \t]+([1-9][0-9]{2})(?:[ \t]+(.*))?")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_LENGTH = re.compile(rb"[0-9]{1,18}")
+# Header names and values holding a line break or NUL, or names holding a colon, could
+# smuggle a second request onto the connection: such a head is refused whole.
+_NAMES = re.compile(rb"(?:[^:\s\x00][^:\r\n\x00]*\n)*")
+_NAME = re.compile(rb"[^:\s\x00][^:\r\n\x00]*")
+_VALUE = re.compile(rb"[^\r\n\x00]*")
 Origin = tuple[str, str, int]
 
 
 class StdlibTransport(httpx.BaseTransport):
     """Keep-alive connections per origin (scheme, host, port), opened on demand."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> None:
         self._ssl_context = ssl_context
-        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
+        # For requests that carry no timeout: httpx sets one only on the request passed to
+        # `send`, not on those an auth flow builds (an OAuth2 token request, a custom login),
+        # which would otherwise wait on a silent server forever.
+        self._timeouts = timeout.as_dict() if timeout is not None else {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         scheme = url.scheme
         if scheme not in _DEFAULT_PORTS:
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-        where: Origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-        timeouts = request.extensions.get("timeout", {})
-        connection = self._checkout(where, request, timeouts)
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
+        method = request.method.encode("ascii")
+        head = _request_head(method, url.raw_path, request.headers.raw, request)
         body = request.read()
+        if body and request.headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+        where: Origin = (scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[scheme])
+        timeouts = request.extensions.get("timeout", self._timeouts)
+        connection = self._checkout(where, request, timeouts)
         with _as_httpx_errors(request, reading=True):
             try:
-                connection.putrequest(
-                    request.method,
-                    url.raw_path.decode("ascii"),
-                    skip_host=True,
-                    skip_accept_encoding=True,
-                )
-                for name, value in request.headers.raw:
-                    connection.putheader(name, value)
-                connection.endheaders(body or None)
-                response = connection.getresponse()
-                content = response.read()
+                connection.sock.sendall(head + body if body else head)
+                answer = connection.read_response(head_only=method == b"HEAD")
             except BaseException:
                 connection.close()
                 raise
-        if response.will_close:
-            connection.close()
-        else:
+        if answer.keep_alive and connection.drained:
             self._checkin(where, connection)
+        else:
+            connection.close()
         return httpx.Response(
-            response.status,
-            headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.getheaders()],
-            stream=httpx.ByteStream(content),
+            answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),
             request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode()},
+            extensions={"http_version": answer.version, "reason_phrase": answer.reason},
         )
 
     def close(self) -> None:
@@ -86,35 +122,32 @@ class StdlibTransport(httpx.BaseTransport):
 
     def _checkout(
         self, where: Origin, request: httpx.Request, timeouts: dict[str, float | None]
-    ) -> http.client.HTTPConnection:
+    ) -> _Connection:
         with self._lock:
             pool = self._idle.get(where, [])
             while pool:
                 connection = pool.pop()
-                if _still_open(connection):
-                    _set_timeout(connection, timeouts.get("read"))
+                if connection.still_open():
+                    if connection.sock.gettimeout() != timeouts.get("read"):
+                        connection.sock.settimeout(timeouts.get("read"))  # a system call each
                     return connection
                 connection.close()
         scheme, host, port = where
-        connect_timeout = timeouts.get("connect")
-        if scheme == "https":
-            context = self._ssl_context or httpx.create_ssl_context()
-            self._ssl_context = context
-            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, port, timeout=connect_timeout, context=context
-            )
-        else:
-            connection = http.client.HTTPConnection(host, port, timeout=connect_timeout)
         with _as_httpx_errors(request, reading=False):
+            sock = socket.create_connection((host, port), timeout=timeouts.get("connect"))
             try:
-                connection.connect()
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if scheme == "https":
+                    context = self._ssl_context or httpx.create_ssl_context()
+                    self._ssl_context = context
+                    sock = context.wrap_socket(sock, server_hostname=host)
             except BaseException:
-                connection.close()
+                sock.close()
                 raise
-        _set_timeout(connection, timeouts.get("read"))
-        return connection
+        sock.settimeout(timeouts.get("read"))
+        return _Connection(sock)
 
-    def _checkin(self, where: Origin, connection: http.client.HTTPConnection) -> None:
+    def _checkin(self, where: Origin, connection: _Connection) -> None:
         with self._lock:
             pool = self._idle.setdefault(where, [])
             if len(pool) < _MAX_IDLE_PER_ORIGIN:
@@ -123,27 +156,287 @@ class StdlibTransport(httpx.BaseTransport):
         connection.close()
 
 
-def _still_open(connection: http.client.HTTPConnection) -> bool:
-    """An idle keep-alive socket that is readable was closed by the server (or sent
-    something unasked): either way it cannot carry the next request."""
-    sock = connection.sock
-    if sock is None:
-        return False
+def send(client: httpx.Client, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:
+    """`client.send(request, auth=auth)`, skipping httpx's per-request bookkeeping (about
+    0.04 ms) when the client hands every request to a `StdlibTransport` unchanged: a plain
+    httpx.Client, open, with no proxy mounted, no event hooks and the default encoding.
+
+    What httpx's send does that matters is done here too: the auth flow is driven the same
+    way (every request it yields is sent, its response sent back into it), cookies a
+    response sets go into the client's jar (sent by `build_request` from then on), and the
+    body is read and decoded. Left out, as nothing reads them: `response.elapsed`,
+    `response.history` and httpx's INFO log line (its logger is kept at WARNING anyway)."""
+    transport = _direct_transport(client)
+    if transport is None or (auth is None and request.url.userinfo):
+        return client.send(request, auth=auth)  # httpx turns the userinfo into basic auth
+    if "timeout" not in request.extensions:
+        request.extensions = {**request.extensions, "timeout": client.timeout.as_dict()}
+    flow = (auth or _NO_AUTH).sync_auth_flow(request)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable
+        request = next(flow)
+        while True:
+            response = transport.handle_request(request)
+            response.read()
+            if "set-cookie" in response.headers or "set-cookie2" in response.headers:
+                client.cookies.extract_cookies(response)
+            try:
+                request = flow.send(response)
+            except StopIteration:
+                return response
+    finally:
+        flow.close()
 
 
-def _set_timeout(connection: http.client.HTTPConnection, seconds: float | None) -> None:
-    if connection.sock is not None:
-        connection.sock.settimeout(seconds)
+def _direct_transport(client: httpx.Client) -> StdlibTransport | None:
+    """The client's StdlibTransport when `send` may hand requests to it itself. httpx has
+    no public way to ask which transport serves a URL: its private attributes are read
+    with defaults, so a future httpx without them takes the ordinary path."""
+    if type(client) is not httpx.Client or client.is_closed or any(client.event_hooks.values()):
+        return None
+    transport = getattr(client, "_transport", None)
+    if getattr(client, "_mounts", None) != {} or not isinstance(transport, StdlibTransport):
+        return None
+    return transport if getattr(client, "_default_encoding", None) == "utf-8" else None
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A response as read off the wire, before httpx wraps it."""
+
+    version: bytes
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    keep_alive: bool = True
+
+
+class _Connection:
+    """One socket and the bytes received on it but not consumed yet (`_buffer[_at:]`)."""
+
+    __slots__ = ("_at", "_buffer", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = b""
+        self._at = 0
+
+    @property
+    def drained(self) -> bool:
+        """Nothing was received past the response: the connection can carry another one."""
+        return self._at == len(self._buffer)
+
+    def still_open(self) -> bool:
+        """An idle keep-alive socket that is readable was closed by the server (or sent
+        something unasked): either way it cannot carry the next request."""
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read_response(self, *, head_only: bool) -> _Answer:
+        """The final response (1xx answers skipped) with its body read."""
+        answer = self._read_head()
+        while 100 <= answer.status < 200 and answer.status != 101:
+            answer = self._read_head()
+        framing = _framing(answer)
+        if answer.status == 101:  # the connection now speaks another protocol
+            answer.keep_alive = False
+        elif head_only or answer.status in _NO_BODY:
+            pass
+        elif framing == "chunked":
+            answer.body = self._read_chunked()
+        elif framing is None:
+            answer.body = self._read_to_close()
+            answer.keep_alive = False
+        else:
+            answer.body = self._read_exactly(framing)
+        if self._at == len(self._buffer):  # an idle connection holds no stale bytes
+            self._buffer, self._at = b"", 0
+        return answer
+
+    # --- the head ----------------------------------------------------------------------
+
+    def _read_head(self) -> _Answer:
+        searched = self._at
+        while True:
+            end, after = _head_end(self._buffer, searched)
+            pending = (end if end >= 0 else len(self._buffer)) - self._at
+            if pending > _MAX_HEAD:
+                raise httpx.RemoteProtocolError("the response head is over 128 KiB")
+            if end >= 0:
+                break
+            searched = max(0, pending - 2)  # the blank line may straddle the two reads
+            if not self._receive():
+                if pending:
+                    raise httpx.RemoteProtocolError("the connection closed in the response head")
+                raise httpx.RemoteProtocolError("Remote end closed connection without response")
+        lines = self._buffer[self._at : end].split(b"\n")
+        self._at = after
+        return _parse_head(lines)
+
+    # --- bodies ------------------------------------------------------------------------
+
+    def _read_exactly(self, size: int) -> bytes:
+        buffer, at = self._buffer, self._at
+        available = len(buffer) - at
+        if available >= size:
+            self._at = at + size
+            return buffer[at : at + size]
+        out = bytearray(size)
+        out[:available] = memoryview(buffer)[at:]
+        self._buffer, self._at = b"", 0
+        view = memoryview(out)
+        got = available
+        while got < size:
+            count = self.sock.recv_into(view[got:], min(size - got, _RECV))
+            if not count:
+                raise httpx.RemoteProtocolError(
+                    f"IncompleteRead({got} bytes read, {size - got} more expected)"
+                )
+            got += count
+        return bytes(out)
+
+    def _read_line(self) -> bytes:
+        """One line without its line ending (chunk sizes and trailers)."""
+        while True:
+            end = self._buffer.find(b"\n", self._at)
+            if end >= 0:
+                line = self._buffer[self._at : end]
+                self._at = end + 1
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(self._buffer) - self._at > _MAX_HEAD:
+                raise httpx.RemoteProtocolError("a chunk-size line is over 128 KiB")
+            if not self._receive():
+                raise httpx.RemoteProtocolError("the connection closed in a chunked body")
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size_text = self._read_line().split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise httpx.RemoteProtocolError(f"invalid chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            parts.append(self._read_exactly(size))
+            if self._read_line():
+                raise httpx.RemoteProtocolError("a chunk is longer than its size")
+        while self._read_line():  # trailer fields: not used
+            pass
+        return b"".join(parts)
+
+    def _read_to_close(self) -> bytes:
+        parts = [self._buffer[self._at :]]
+        self._buffer, self._at = b"", 0
+        while data := self.sock.recv(_RECV):
+            parts.append(data)
+        return b"".join(parts)
+
+    def _receive(self) -> bool:
+        """Append what the socket has (blocking up to the read timeout); False at EOF."""
+        data = self.sock.recv(_RECV)
+        if not data:
+            return False
+        self._buffer = self._buffer[self._at :] + data
+        self._at = 0
+        return True
+
+
+def _head_end(buffer: bytes, start: int) -> tuple[int, int]:
+    """(end of the head's last line, start of the body) in `buffer`, or (-1, -1): the head
+    ends at the first empty line, CRLF or bare LF."""
+    crlf = buffer.find(b"\n\r\n", start)
+    lf = buffer.find(b"\n\n", start, crlf + 1 if crlf >= 0 else len(buffer))
+    if lf >= 0:
+        return lf, lf + 2
+    if crlf >= 0:
+        return crlf, crlf + 3
+    return -1, -1
+
+
+def _parse_head(lines: list[bytes]) -> _Answer:
+    match = _STATUS.fullmatch(lines[0].rstrip(b"\r"))
+    if match is None:
+        shown = lines[0][:40].decode("latin-1")
+        raise httpx.RemoteProtocolError(f"not an HTTP/1.x status line: {shown!r}")
+    minor, code, reason = match.groups()
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t") and headers:  # obsolete folding: continues the last value
+            name, value = headers[-1]
+            headers[-1] = (name, (value + b" " + line.strip()).strip())
+            continue
+        name, colon, value = line.partition(b":")
+        if colon:
+            headers.append((name.strip(), value.strip()))
+    version = b"HTTP/1.0" if minor == b"0" else b"HTTP/1.1"
+    return _Answer(version, int(code), (reason or b"").strip(), headers)
+
+
+def _framing(answer: _Answer) -> Literal["chunked"] | int | None:
+    """How the body is framed: chunked, by a Content-Length, or (None) by the connection's
+    close. Also clears `keep_alive` when the answer's Connection header or version says so."""
+    connection = b""
+    keep_alive_header = False
+    transfer_encoding: bytes | None = None
+    length: bytes | None = None
+    for name, value in answer.headers:
+        key = name.lower()
+        if key == b"connection":
+            connection += b"," + value.lower()
+        elif key == b"content-length" and length is None:
+            length = value
+        elif key == b"transfer-encoding":
+            transfer_encoding = value.lower()
+        elif key == b"keep-alive":
+            keep_alive_header = True
+    if b"close" in connection:
+        answer.keep_alive = False
+    elif answer.version == b"HTTP/1.0" and not keep_alive_header:
+        answer.keep_alive = b"keep-alive" in connection
+    if transfer_encoding is not None:  # it overrides any Content-Length
+        chunked = transfer_encoding.rsplit(b",", 1)[-1].strip() == b"chunked"
+        return "chunked" if chunked else None
+    if length is not None:
+        values = {v.strip() for v in length.split(b",")}  # "5, 5" is 5; "5, 6" is no length
+        if len(values) == 1 and _LENGTH.fullmatch(value := values.pop()):
+            return int(value)
+    return None
+
+
+def _request_head(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], request: httpx.Request
+) -> bytes:
+    lines = [method + b" " + target + b" HTTP/1.1"]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"\r\n")
+    head = b"\r\n".join(lines)
+    lines_end = len(headers) + 2  # one CRLF per line, and the blank line
+    if (
+        head.count(b"\n") != lines_end
+        or head.count(b"\r") != lines_end
+        or b"\x00" in head
+        or not _NAMES.fullmatch(b"".join(name + b"\n" for name, _ in headers))
+    ):
+        bad = [n for n, v in headers if not (_NAME.fullmatch(n) and _VALUE.fullmatch(v))]
+        what = f"header {bad[0].decode('latin-1')!r}" if bad else "request line"
+        raise httpx.LocalProtocolError(
+            f"the {what} holds a line break, NUL or misplaced colon: not sent", request=request
+        )
+    return head
 
 
 @contextmanager
 def _as_httpx_errors(request: httpx.Request, *, reading: bool) -> Iterator[None]:
-    """Socket and http.client failures as the httpx exceptions the ApiClient retries."""
+    """Socket failures as the httpx exceptions the ApiClient retries."""
     try:
         yield
     except TimeoutError as exc:
@@ -151,10 +444,9 @@ def _as_httpx_errors(request: httpx.Request, *, reading: bool) -> Iterator[None]
         raise kind(str(exc) or "timed out", request=request) from exc
     except ssl.SSLError as exc:
         raise httpx.ConnectError(str(exc), request=request) from exc
-    except (http.client.IncompleteRead, http.client.RemoteDisconnected) as exc:
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
-    except http.client.HTTPException as exc:
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+    except httpx.RemoteProtocolError as exc:
+        exc.request = request
+        raise
     except BrokenPipeError as exc:
         raise httpx.WriteError(str(exc), request=request) from exc
     except (socket.gaierror, ConnectionRefusedError) as exc:

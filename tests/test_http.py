@@ -27,7 +27,7 @@ from rawquery_workers.http import (
 from rawquery_workers.ratelimit import TokenBucket
 from rawquery_workers.redact import Redactor
 from rawquery_workers.spec.models import DEFAULT_RATE_LIMIT, RateLimit
-from tests.support.api_server import ApiServer, Reply
+from tests.support.api_server import ApiServer, RecordedRequest, Reply
 from tests.support.http_helpers import (
     SECRET,
     BearerTestAuth,
@@ -484,3 +484,35 @@ def test_an_unsupported_url_is_a_source_error(client: httpx.Client) -> None:
     api, _ = make_api(client, "https://api.example.com")
     with pytest.raises(SourceError, match="UnsupportedProtocol"):
         api.request("GET", "ftp://api.example.com/x")
+
+
+def test_cookies_set_at_login_are_kept_and_go_to_base_urls_origin_only(
+    api_server: ApiServer, other_server: ApiServer, client: httpx.Client
+) -> None:
+    from rawquery_workers.auth import build_auth
+    from rawquery_workers.credentials import Credentials
+    from rawquery_workers.spec.models import CustomAuth
+
+    def login(request: RecordedRequest) -> Reply:
+        return Reply({"token": "t-1"}, headers={"Set-Cookie": "sid=abc; Path=/"})
+
+    api_server.route("/login", login, methods=("POST",))
+    api_server.route("/items", lambda req: OK)
+    other_server.route("/items", lambda req: OK)
+    spec = CustomAuth.model_validate(
+        {
+            "type": "custom",
+            "pre_request": {"url": f"{api_server.url}/login", "extract": {"t": "response.token"}},
+            "headers": {"X-Session": "{{t}}"},
+        }
+    )
+    auth = build_auth(spec, Credentials(), base_url=api_server.url)
+    api, _ = make_api(client, api_server.url, auth=auth)
+    for _ in range(2):
+        assert api.request("GET", "/items").json == OK.body
+    api.request("GET", f"{other_server.url}/items")  # same host, another port: no cookie
+    first, second = api_server.requests_to("/items")
+    assert first.header("cookie") is None  # built before the login, as with httpx's send
+    assert second.header("cookie") == "sid=abc" and second.header("x-session") == "t-1"
+    assert len(api_server.requests_to("/login")) == 1
+    assert other_server.requests[0].header("cookie") is None

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import NoReturn
 
-import click
 import typer
 
 from rawquery_workers.cli import (
@@ -20,6 +20,7 @@ from rawquery_workers.cli import (
     query_cmd,
     secrets_cmd,
     spec_cmd,
+    startup,
     worker_cmd,
 )
 from rawquery_workers.errors import RawqueryError, SpecError
@@ -27,7 +28,7 @@ from rawquery_workers.errors import RawqueryError, SpecError
 try:  # Typer >= 0.2x bundles its own click: its usage errors are not click's classes
     from typer._click.exceptions import ClickException as _TyperClickException
 except ImportError:  # pragma: no cover - a Typer that uses click itself
-    _TyperClickException = click.ClickException  # type: ignore[assignment, misc]
+    from click import ClickException as _TyperClickException  # type: ignore[assignment]
 
 app = typer.Typer(
     name="rq",
@@ -73,21 +74,30 @@ def report(error: RawqueryError) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run `rq` on `argv` (default: this process's arguments) and exit with its code."""
+    if argv is None:  # this process's own command line: it ends with the command
+        startup.running_as_process()
+    try:
+        _run(argv)
+    finally:
+        startup.prepare_exit()
+
+
+def _run(argv: list[str] | None) -> None:
     logging.basicConfig(level=os.environ.get("RAWQUERY_LOG_LEVEL", "WARNING"))
     try:
         result = app(args=argv, standalone_mode=False)
-    except (click.ClickException, _TyperClickException) as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, typer.Abort):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+    except _TyperClickException as exc:
+        _usage_error(exc)
+    except typer.Abort:
+        _aborted()
     except RawqueryError as exc:
         report(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: a person sees one line, not a trace
+        _click_error(exc)
         if os.environ.get("RAWQUERY_DEBUG"):
             raise
         if _database_error(exc):
@@ -99,6 +109,29 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _usage_error(exc: _TyperClickException) -> NoReturn:
+    exc.show()
+    sys.exit(exc.exit_code)
+
+
+def _aborted() -> NoReturn:
+    typer.echo("aborted", err=True)
+    sys.exit(130)
+
+
+def _click_error(exc: Exception) -> None:
+    """Exit as for Typer's own errors if `exc` is one of click's (raised by code using click
+    directly). click is not imported up front (~10 ms of every start): no code can have
+    raised one of its errors unless something imported it."""
+    click = sys.modules.get("click")
+    if click is None:
+        return
+    if isinstance(exc, click.ClickException):
+        _usage_error(exc)
+    if isinstance(exc, click.exceptions.Abort):
+        _aborted()
 
 
 def _database_error(exc: Exception) -> str | None:

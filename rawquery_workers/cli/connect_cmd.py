@@ -17,13 +17,6 @@ from rawquery_workers.cli.options import (
     Schedule,
     credentials_from_flags,
 )
-from rawquery_workers.connections import (
-    check_connection_name,
-    checked_schedule,
-    load_checked_spec,
-    require_credentials,
-)
-from rawquery_workers.registry import open_registry
 
 
 def connect(
@@ -38,6 +31,15 @@ def connect(
     schedule: Schedule = None,
 ) -> None:
     """Register an API from its spec, with encrypted credentials and an optional schedule."""
+    # Imported here, not at the top: every `rq` start loads this module for its options.
+    from rawquery_workers.connections import (
+        check_connection_name,
+        checked_schedule,
+        load_checked_spec,
+        require_credentials,
+    )
+    from rawquery_workers.registry import open_registry
+
     check_connection_name(name)
     parsed, spec_json = load_checked_spec(spec)
     creds = credentials_from_flags(

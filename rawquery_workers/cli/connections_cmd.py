@@ -1,4 +1,9 @@
-"""`rq connections list|update|sync|status|delete`."""
+"""`rq connections list|update|sync|status|delete`.
+
+The commands import what they use when they run: every `rq` start loads this module for its
+options, and `rq connections sync --no-wait` should not pay for the tables, the spec
+models or the database of the other commands.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from rawquery_workers.cli import display
+from rawquery_workers.cli import startup
 from rawquery_workers.cli.options import (
     AuthPass,
     AuthToken,
@@ -20,17 +25,10 @@ from rawquery_workers.cli.options import (
     any_given,
     credentials_from_flags,
 )
-from rawquery_workers.connections import (
-    checked_schedule,
-    load_checked_spec,
-    plan_sync,
-    require_credentials,
-)
-from rawquery_workers.registry import Registry, open_registry
-from rawquery_workers.settings import Settings, get_settings
-from rawquery_workers.spec.loading import parse_spec
 
 if TYPE_CHECKING:
+    from rawquery_workers.registry import Registry
+    from rawquery_workers.settings import Settings
     from rawquery_workers.sync import SyncOutcome
 
 app = typer.Typer(no_args_is_help=True)
@@ -41,6 +39,10 @@ def list_connections(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List registered connections."""
+    from rawquery_workers.cli import display
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.spec.loading import parse_spec
+
     rows = []
     for record in open_registry().list_connections():
         spec = parse_spec(record.spec)
@@ -76,6 +78,14 @@ def update(
     ] = False,
 ) -> None:
     """Replace a connection's spec, credentials or schedule (validated before storing)."""
+    from rawquery_workers.connections import (
+        checked_schedule,
+        load_checked_spec,
+        require_credentials,
+    )
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.spec.loading import parse_spec
+
     registry = open_registry()
     record = registry.get_connection(name)
     given = credentials_from_flags(
@@ -116,11 +126,23 @@ def sync(
     ] = True,
 ) -> None:
     """Sync a connection: every stream (or the --stream ones) into Iceberg."""
-    settings = get_settings()
-    registry = open_registry(settings)
-    sync_id, streams = plan_sync(registry, name, stream, full_refresh)
+    with startup.gc_paused():  # the start-up, up to the enqueue: see cli/startup.py
+        from rawquery_workers.connections import plan_sync
+        from rawquery_workers.registry import open_registry
+        from rawquery_workers.settings import get_settings
+
+        settings = get_settings()
+        registry = open_registry(settings)
+        sync_id, streams = plan_sync(registry, name, stream, full_refresh)
+        if settings.distributed:
+            _hand_to_workers(registry, name, sync_id)
+    if settings.distributed and not wait:
+        typer.echo(sync_id)
+        return
+    from rawquery_workers.cli import display  # rich: progress and the summary only
+
     if settings.distributed:
-        outcome = _hand_to_workers(registry, name, sync_id, wait)
+        outcome = display.follow_sync(registry, sync_id)
     else:
         outcome = _run_here(registry, settings, sync_id, streams, wait)
     if outcome is None:  # --no-wait
@@ -131,21 +153,21 @@ def sync(
         raise typer.Exit(1)
 
 
-def _hand_to_workers(registry: Registry, name: str, sync_id: str, wait: bool) -> SyncOutcome | None:
-    """Distributed mode: take the lease, enqueue, then follow the sync unless --no-wait.
-    Loads Redis and Celery's client only, not the tasks nor the pipeline behind them."""
+def _hand_to_workers(registry: Registry, name: str, sync_id: str) -> None:
+    """Distributed mode: take the lease, then enqueue. Loads Redis and Celery's client only,
+    not the tasks nor the pipeline behind them."""
     from rawquery_workers.celery_app import enqueue_sync
     from rawquery_workers.lease import claim
 
     claim(registry, name, sync_id)  # ConflictError (exit 1) while another sync runs
     enqueue_sync(sync_id)
-    return display.follow_sync(registry, sync_id) if wait else None
 
 
 def _run_here(
     registry: Registry, settings: Settings, sync_id: str, streams: list[str], wait: bool
 ) -> SyncOutcome | None:
     """Embedded mode: run the sync in this process, or in a detached one with --no-wait."""
+    from rawquery_workers.cli import display
     from rawquery_workers.sync import run_sync, spawn_background
 
     if not wait:
@@ -161,6 +183,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Per-stream status of the latest sync of each stream."""
+    from rawquery_workers.cli import display
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.spec.loading import parse_spec
+
     registry = open_registry()
     record = registry.get_connection(name)
     spec = parse_spec(record.spec)
@@ -183,6 +209,9 @@ def delete(
     ] = False,
 ) -> None:
     """Remove a connection, its credentials and schedule (tables stay unless --drop-tables)."""
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.settings import get_settings
+
     registry = open_registry()
     registry.get_connection(name)
     dropped: list[str] = []

@@ -8,14 +8,9 @@ from typing import Annotated
 import orjson
 import typer
 
-from rawquery_workers.cli import display
 from rawquery_workers.cli.query_cmd import _print_table
-from rawquery_workers.connections import plan_sync
 from rawquery_workers.credentials import Credentials
 from rawquery_workers.errors import NotFoundError
-from rawquery_workers.registry import open_registry
-from rawquery_workers.settings import get_settings
-from rawquery_workers.spec.loading import parse_spec, spec_to_json
 
 DEMO_QUERIES = [
     (
@@ -38,6 +33,8 @@ DEMO_QUERIES = [
 
 
 def demo_spec(base_url: str) -> dict[str, object]:
+    from rawquery_workers.spec.loading import parse_spec, spec_to_json
+
     spec = orjson.loads(resources.files("rawquery_workers.demo").joinpath("shop.json").read_bytes())
     spec["base_url"] = base_url
     return spec_to_json(parse_spec(spec, source="demo spec"))
@@ -48,8 +45,12 @@ def demo(
     orders: Annotated[int, typer.Option("--orders", help="Orders the sample API holds.")] = 250,
 ) -> None:
     """Serve a sample orders API on 127.0.0.1, connect it, sync it into Iceberg, query it."""
+    from rawquery_workers.cli import display
+    from rawquery_workers.connections import plan_sync
     from rawquery_workers.demo.sample_api import DEMO_TOKEN, SampleApi
     from rawquery_workers.query import run_query
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.settings import get_settings
     from rawquery_workers.sink import open_sink
     from rawquery_workers.sync import run_sync
 

@@ -8,10 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.table import Table
-
-from rawquery_workers.cli.display import console
-from rawquery_workers.settings import get_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,6 +31,7 @@ def query(
     import pyarrow.csv as pacsv
 
     from rawquery_workers.query import run_query
+    from rawquery_workers.settings import get_settings
     from rawquery_workers.sink import open_sink
 
     result = run_query(sql, open_sink(get_settings()))
@@ -52,6 +49,10 @@ _JSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
 def _print_table(result: pa.Table) -> None:
+    from rich.table import Table
+
+    from rawquery_workers.cli.display import console
+
     table = Table(*result.column_names)
     for row in result.slice(0, MAX_TABLE_ROWS).to_pylist():
         table.add_row(*("" if v is None else str(v) for v in row.values()))

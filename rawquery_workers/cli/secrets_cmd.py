@@ -7,10 +7,6 @@ Rotating a key: put a new key first in RAWQUERY_SECRET_KEY, keep the old one aft
 from __future__ import annotations
 
 import typer
-from cryptography.fernet import Fernet
-
-from rawquery_workers.registry import open_registry
-from rawquery_workers.registry.vault import ENV_VAR
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -18,6 +14,9 @@ app = typer.Typer(no_args_is_help=True)
 @app.command()
 def rotate() -> None:
     """Re-encrypt every stored credential with the first key in RAWQUERY_SECRET_KEY."""
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.registry.vault import ENV_VAR
+
     registry = open_registry()
     count = registry.rotate_all()
     noun = "credential" if count == 1 else "credentials"
@@ -29,4 +28,6 @@ def rotate() -> None:
 @app.command("new-key")
 def new_key() -> None:
     """Print a freshly generated key, to put first in RAWQUERY_SECRET_KEY."""
+    from cryptography.fernet import Fernet
+
     typer.echo(Fernet.generate_key().decode("ascii"))

@@ -18,8 +18,6 @@ from rawquery_workers.cli.options import (
     RefreshToken,
     credentials_from_flags,
 )
-from rawquery_workers.spec.loading import load_spec_file
-from rawquery_workers.spec.schema import spec_json_schema
 
 app = typer.Typer(
     help="Check a connector spec or print its JSON Schema.",
@@ -32,6 +30,8 @@ def validate(
     file: Annotated[Path, typer.Argument(help="The spec file (JSON).", show_default=False)],
 ) -> None:
     """Check FILE: print every problem with its JSON path (exit 2), or a summary (exit 0)."""
+    from rawquery_workers.spec.loading import load_spec_file
+
     spec = load_spec_file(file)
     names = ", ".join(stream.name for stream in spec.streams)
     count = len(spec.streams)
@@ -41,6 +41,8 @@ def validate(
 @app.command()
 def schema() -> None:
     """Print the spec's JSON Schema (draft 2020-12), e.g. for an editor."""
+    from rawquery_workers.spec.schema import spec_json_schema
+
     typer.echo(orjson.dumps(spec_json_schema(), option=orjson.OPT_INDENT_2).decode())
 
 
@@ -67,6 +69,7 @@ def preview(
     # Imported here: the extraction and transform stack is only needed by preview.
     from rawquery_workers.cli.preview_display import preview_json, preview_lines
     from rawquery_workers.preview import preview_spec
+    from rawquery_workers.spec.loading import load_spec_file
 
     spec = load_spec_file(file)
     creds = credentials_from_flags(

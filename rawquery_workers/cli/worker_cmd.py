@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from rawquery_workers.errors import ConfigError
-from rawquery_workers.settings import get_settings
 
 
 def _need_redis() -> None:
+    from rawquery_workers.settings import get_settings
+
     if not get_settings().redis_url:
         raise ConfigError(
             "RAWQUERY_REDIS_URL is not set: workers and beat run only in distributed mode "

@@ -2,6 +2,7 @@
 
     prepare(batch)            create the table or evolve its schema (own small commit)
     write_files(data)         Parquet files under the table's data folder, not yet visible
+    open_files()              the same, a chunk at a time (a segment larger than memory)
     commit(files, mode=...)   ONE snapshot: copy-on-write delete + add files + rq.* state
     stage_replace / finish_replace
                               a full refresh: segments are committed to the branch
@@ -34,12 +35,13 @@ from rawquery_workers.sink import writer
 from rawquery_workers.sink.schema import (
     CREATE_PROPERTIES,
     arrow_schema,
-    batch_schema,
     iceberg_type,
     plan_evolution,
     retypable_of,
     retypable_property,
+    wanted_schema,
 )
+from rawquery_workers.sink.table_files import TableFiles
 from rawquery_workers.sink.tables import CatalogTables
 from rawquery_workers.transform.batch import KEY, KnownSchema, TableBatch
 
@@ -97,9 +99,7 @@ class IcebergSink:
     def prepare(self, namespace: str, batch: TableBatch) -> list[str]:
         """Create the batch's table, or evolve it to hold the batch; one line per change."""
         where = f"{namespace}.{batch.name}"
-        wanted, null_only = batch_schema(batch, where)
-        if batch.keys and KEY not in wanted.names:
-            wanted = wanted.append(pa.field(KEY, pa.string()))
+        wanted, null_only = wanted_schema(batch, where)
         for _ in self.tables.attempts(where):
             table = self.tables.load_or_none(namespace, batch.name)
             if table is None:
@@ -149,18 +149,38 @@ class IcebergSink:
     ) -> list[str]:
         """Write `data` (one row per `_rq_key`: the last wins) as Parquet files in the
         table's data folder; they are invisible until `commit`/`stage_replace` adds them."""
+        files = self.open_files(namespace, table, sync_id=sync_id, segment=segment,
+                                synced_at=synced_at)  # fmt: skip
+        try:
+            files.write(data, self.known_schema(namespace, table) or KnownSchema(pa.schema([])))
+            return files.close()
+        finally:
+            files.abort()
+
+    def open_files(
+        self,
+        namespace: str,
+        table: str,
+        *,
+        sync_id: str,
+        segment: int,
+        synced_at: datetime | None = None,
+        keys: tuple[str, ...] = (),
+    ) -> TableFiles:
+        """The table's files for one segment, written a chunk at a time (table_files.py);
+        `keys`: the batch's primary-key columns."""
         where = f"{namespace}.{table}"
         loaded = self.tables.load(namespace, table)
         stamp = synced_at or datetime.now(UTC)
-        stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-        schema = arrow_schema(loaded.schema())
-        rows = writer.keep_last(data, KEY)
-        rows = writer.conform(rows, schema, retypable_of(loaded.properties), stamp, where)
-        directory = writer.sync_dir(loaded.location(), sync_id)
-        stem = writer.file_stem(segment)
-        return self.tables.guard(
-            where,
-            lambda: writer.write_parquet(loaded.io, directory, stem, rows, self.target_file_size),
+        return TableFiles(
+            loaded.io,
+            writer.sync_dir(loaded.location(), sync_id),
+            writer.file_stem(segment),
+            where=where,
+            target_size=self.target_file_size,
+            synced_at=stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC),
+            guard=lambda call: self.tables.guard(where, call),
+            keys=keys,
         )
 
     def commit(
@@ -362,18 +382,24 @@ class IcebergSink:
         if st.segment_in(loaded.metadata.snapshots, sync_id, segment):
             return False
         scratch = writer.sync_dir(loaded.location(), sync_id)
-        tests: list[tuple[str, pa.Array | pa.ChunkedArray]] = []
-        if mode == "merge":
-            column = key_column or KEY
-            keys = delete_keys
-            if keys is None:
-                keys = self.tables.guard(where, lambda: cow.read_column(loaded.io, files, column))
-            tests.append((column, keys))
-        if parent_key_column is not None and parent_keys is not None:
-            tests.append((parent_key_column, parent_keys))
+        column = key_column or KEY
+        read: list[pa.Array] = []  # the files' keys, read once, and only if rows may match
+
+        def deletion_tests() -> list[tuple[str, pa.Array | pa.ChunkedArray]]:
+            tests: list[tuple[str, pa.Array | pa.ChunkedArray]] = []
+            if mode == "merge":
+                if delete_keys is None and not read:
+                    read.append(
+                        self.tables.guard(where, lambda: cow.read_column(loaded.io, files, column))
+                    )
+                tests.append((column, delete_keys if delete_keys is not None else read[0]))
+            if parent_key_column is not None and parent_keys is not None:
+                tests.append((parent_key_column, parent_keys))
+            return tests
 
         def build(current: Table) -> tuple[Transaction, list[str]]:
             schema = arrow_schema(current.schema())
+            tests = deletion_tests() if st.holds_rows(current.metadata, ref) else []
             typed = [
                 (c, cow.value_set(v, schema.field(c).type, f"{where}.{c}"))
                 for c, v in tests

@@ -28,7 +28,7 @@ from pyiceberg.types import (
 )
 
 from rawquery_workers.errors import SinkError
-from rawquery_workers.transform.batch import SYNCED_AT, TableBatch
+from rawquery_workers.transform.batch import KEY, SYNCED_AT, KnownSchema, TableBatch
 
 RETYPABLE = "rq.retypable"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -117,6 +117,21 @@ def batch_schema(batch: TableBatch, where: str) -> tuple[pa.Schema, frozenset[st
     if SYNCED_AT not in batch.data.column_names:
         fields.append(pa.field(SYNCED_AT, TIMESTAMP))
     return pa.schema(fields), frozenset(null_only)
+
+
+def wanted_schema(batch: TableBatch, where: str) -> tuple[pa.Schema, frozenset[str]]:
+    """`batch_schema`, plus `_rq_key` for a keyed table (a chunk may hold no rows)."""
+    wanted, null_only = batch_schema(batch, where)
+    if batch.keys and KEY not in wanted.names:
+        wanted = wanted.append(pa.field(KEY, pa.string()))
+    return wanted, null_only
+
+
+def unchanged_by(known: KnownSchema, batch: TableBatch, where: str) -> bool:
+    """Whether a table of schema `known` holds `batch` as it is (no prepare needed)."""
+    wanted, null_only = wanted_schema(batch, where)
+    evolution = plan_evolution(known.schema, known.retypable, wanted, null_only)
+    return not evolution.schema_changed and evolution.retypable == known.retypable
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,3 +70,12 @@ def state_at(metadata: TableMetadata, ref: str = MAIN) -> dict[str, str]:
         if SYNC_ID in props:
             return {k: v for k, v in props.items() if k.startswith(PREFIX)}
     return {}
+
+
+def holds_rows(metadata: TableMetadata, ref: str = MAIN) -> bool:
+    """Whether `ref`'s head may hold rows (False: no snapshot, or one of 0 records)."""
+    head = metadata.snapshot_by_name(ref)
+    if head is None:
+        return False
+    total = _props(head).get("total-records")
+    return total is None or total != "0"

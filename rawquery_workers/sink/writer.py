@@ -102,33 +102,20 @@ def keep_last(data: pa.Table, key_column: str) -> pa.Table:
     """One row per non-null key: the last one (the newest version). Rows without a key stay."""
     if key_column not in data.column_names or data.num_rows < 2:
         return data
-    keys = data.column(key_column)
+    keep = last_rows(data.column(key_column))
+    return data if keep is None else data.filter(keep)
+
+
+def last_rows(keys: pa.ChunkedArray) -> pa.Array | None:
+    """A mask keeping the last row of each non-null key and every null one; None when every
+    non-null key is already unique (nothing to drop)."""
     valid = len(keys) - keys.null_count
     if valid == 0 or pc.count_distinct(keys, mode="only_valid").as_py() == valid:
-        return data
+        return None
     index = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), len(keys))), 1)
     pairs = pa.table({"k": keys, "i": index})
     last = pairs.group_by("k", use_threads=False).aggregate([("i", "max")]).column("i_max")
-    keep = pc.or_(pc.is_in(index, value_set=last), pc.is_null(keys))
-    return data.filter(keep)
-
-
-def write_parquet(
-    io: FileIO, directory: str, stem: str, data: pa.Table, target_size: int
-) -> list[str]:
-    """Write `data` as zstd Parquet files of about `target_size` uncompressed bytes each."""
-    rows = data.num_rows
-    if rows == 0:
-        return []
-    per_row = max(1, data.nbytes // rows)
-    rows_per_file = max(1, target_size // per_row)
-    paths = []
-    for n, start in enumerate(range(0, rows, rows_per_file)):
-        path = f"{directory}/{stem}-{n}.parquet"
-        with io.new_output(path).create(overwrite=False) as out:
-            pq.write_table(data.slice(start, rows_per_file), out, compression=COMPRESSION)
-        paths.append(path)
-    return paths
+    return pc.or_(pc.is_in(index, value_set=last), pc.is_null(keys))
 
 
 def matching_rows(
@@ -154,12 +141,21 @@ def matching_rows(
     return (mask, matches, columns.num_rows) if matches else None
 
 
-def rewrite_without(io: FileIO, path: str, drop: pa.ChunkedArray, dest: str) -> str:
-    """Copy file `path` to `dest` without the rows `drop` marks (copy-on-write delete)."""
+def rewrite_without(io: FileIO, path: str, drop: pa.ChunkedArray | pa.Array, dest: str) -> str:
+    """Copy file `path` to `dest` without the rows `drop` marks (copy-on-write delete),
+    a row group at a time, so memory holds one row group, not the file."""
+    keep = pc.invert(drop)
     with io.new_input(path).open() as stream:
-        data = pq.ParquetFile(stream).read()
-    with io.new_output(dest).create(overwrite=False) as out:
-        pq.write_table(data.filter(pc.invert(drop)), out, compression=COMPRESSION)
+        source = pq.ParquetFile(stream)
+        with (
+            io.new_output(dest).create(overwrite=False) as out,
+            pq.ParquetWriter(out, source.schema_arrow, compression=COMPRESSION) as parquet,
+        ):
+            start = 0
+            for group in range(source.num_row_groups):
+                data = source.read_row_group(group)
+                parquet.write_table(data.filter(keep.slice(start, data.num_rows)))
+                start += data.num_rows
     return dest
 
 

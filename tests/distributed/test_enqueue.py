@@ -26,6 +26,8 @@ HEAVY = (
     "celery.schedules",
     "rawquery_workers.pipeline",
     "rawquery_workers.tasks",
+    # Only for tables and live progress, which --no-wait never shows (~15 ms).
+    "rich",
 )
 NO_WAIT = """
 import sys
