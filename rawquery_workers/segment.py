@@ -10,7 +10,8 @@ compression (C++, free of the GIL) with fetching and shaping the next chunk. So 
 can be as large as the files should be, at the memory of one chunk.
 
 A key repeated in two chunks keeps the later chunk's row (as a write keeps the last row per
-key); counts in warnings are per chunk.
+key), and a parent sent again by a later chunk keeps only that chunk's children (as a
+commit replaces a parent's children); counts in warnings are per chunk.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import gc
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 
@@ -87,7 +88,6 @@ class _Table:
     files: TableFiles
     batch: TableBatch  # the first chunk's: name, keys and parent links
     rows: int = 0
-    parent_keys: list[pa.Array] = field(default_factory=list)
 
 
 class SegmentWriter:
@@ -149,10 +149,9 @@ class SegmentWriter:
             known = self._prepare(batch)
             table = self._table(batch)
             table.rows += batch.data.num_rows
-            if batch.parent_keys is not None:
-                table.parent_keys.append(batch.parent_keys)
-            if batch.data.num_rows:
-                writes.append(lambda f=table.files, d=batch.data, k=known: f.write(d, k))
+            writes.append(
+                lambda f=table.files, d=batch.data, k=known, o=batch.parent_keys: f.write(d, k, o)
+            )
         self._wait()  # one chunk in the writer at a time: memory holds two chunks at most
         self._writing = self._pool.submit(_release_then_run, records, writes)
 
@@ -168,7 +167,7 @@ class SegmentWriter:
                 keys=table.batch.keys,
                 parent_key=table.batch.parent_key,
                 parent=table.batch.parent,
-                parent_keys=_joined(table.parent_keys),
+                parent_keys=table.files.owners(),
             )
             for name, table in self._tables.items()
         ]
@@ -194,6 +193,7 @@ class SegmentWriter:
                 segment=self.segment,
                 synced_at=self.synced_at,
                 keys=batch.keys,
+                parent_key=batch.parent_key,
             )
             table = self._tables[batch.name] = _Table(files, batch)
         return table
@@ -210,12 +210,6 @@ def _release_then_run(records: list[dict], calls: list[Callable[[], None]]) -> N
     records.clear()
     for call in calls:
         call()
-
-
-def _joined(parts: list[pa.Array]) -> pa.Array | None:
-    if not parts:
-        return None
-    return pa.concat_arrays([p.cast(parts[0].type) for p in parts])
 
 
 def later_cursor(a: str | None, b: str | None) -> str | None:

@@ -187,3 +187,55 @@ def test_segment_writer_failure_closes_files_and_keeps_nothing_visible(
         raise ZeroDivisionError
     assert rows(sink, "users", "id") == []
     assert sink.cleanup_orphans(NS, "users", "s")  # the open file was closed and is found
+
+
+def orders_stream() -> Stream:
+    return stream(
+        name="orders",
+        expand={"line_items": {"primary_key": "id", "parent_key": "order_id"}},
+    )
+
+
+def order(n: int, items: list[int], label: str) -> dict[str, object]:
+    return {"id": n, "name": f"{label}{n}", "line_items": [{"id": i, "sku": label} for i in items]}
+
+
+def land_segment(sink: IcebergSink, chunks: list[list[dict[str, object]]]) -> None:
+    with SegmentWriter(
+        orders_stream(), sink, NS, since=None, max_cursor=None, sync_id="s", segment=0,
+        synced_at=SYNCED,
+    ) as segment:  # fmt: skip
+        for chunk in chunks:
+            segment.add(chunk)
+        tables = segment.finish()
+    for table in sorted(tables, key=lambda t: t.parent is None):  # children first
+        assert sink.commit(
+            NS, table.name, table.files, mode="merge", key_column="id",
+            parent_key_column=table.parent_key, parent_keys=table.parent_keys,
+            sync_id="s", segment=0,
+        )  # fmt: skip
+
+
+def test_a_parent_sent_again_by_a_later_chunk_keeps_only_its_new_children(
+    sink: IcebergSink,
+) -> None:
+    land_segment(
+        sink,
+        [
+            [order(1, [10, 11], "a"), order(2, [20], "a")],
+            [order(3, [30], "b")],
+            [order(1, [10], "c")],  # order 1 again: item 11 is gone, item 10 changed
+            [order(2, [], "d")],  # order 2 again, now without items
+        ],
+    )
+    assert rows(sink, "orders", "id", "name") == [(1, "c1"), (2, "d2"), (3, "b3")]
+    assert rows(sink, "orders_line_items", "order_id", "id", "sku") == [(1, 10, "c"), (3, 30, "b")]
+
+
+def test_parents_in_key_order_leave_their_children_files_alone(sink: IcebergSink) -> None:
+    land_segment(sink, [[order(n, [n * 10], "a")] for n in range(1, 6)])
+    data = sink.scan_arrow(NS, "orders_line_items", ["id"]).read_all()
+    assert sorted(data.column("id").to_pylist()) == [10, 20, 30, 40, 50]
+    files = sink.planned_parquet_files(NS, "orders_line_items")
+    assert files is not None and len(files) == 1
+    assert all(not f.endswith("-last.parquet") for f in files)  # nothing was rewritten

@@ -166,9 +166,10 @@ class IcebergSink:
         segment: int,
         synced_at: datetime | None = None,
         keys: tuple[str, ...] = (),
+        parent_key: str | None = None,
     ) -> TableFiles:
         """The table's files for one segment, written a chunk at a time (table_files.py);
-        `keys`: the batch's primary-key columns."""
+        `keys`: the batch's primary-key columns, `parent_key` a child table's link column."""
         where = f"{namespace}.{table}"
         loaded = self.tables.load(namespace, table)
         stamp = synced_at or datetime.now(UTC)
@@ -181,6 +182,7 @@ class IcebergSink:
             synced_at=stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC),
             guard=lambda call: self.tables.guard(where, call),
             keys=keys,
+            parent_key=parent_key,
         )
 
     def commit(

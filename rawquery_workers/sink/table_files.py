@@ -7,13 +7,15 @@ which is closed when it reaches the target size (uncompressed Arrow bytes, like
 as the target means) or when a chunk's columns no longer fit it (a column added or
 retyped mid-segment opens a new file; a column a chunk lacks is written as nulls).
 
-A segment keeps the last row per key, as `writer.keep_last` does for one table: a key seen
-again in a later chunk (an API whose pages shift while they are read) has its earlier rows
-dropped when the files are closed, by rewriting only the files that hold them. Finding
-such keys exactly needs a hash of every key of the segment (about 100 bytes a string key
-in Arrow: 200 MB for 2M keys), so only each chunk's lowest and highest key is kept: chunks
-whose key ranges do not overlap (pages in key order, the usual case) cannot share a key,
-and only the keys of overlapping chunks are read back and compared.
+A segment keeps the last version of each record, as `writer.keep_last` does for one
+table: a key seen again in a later chunk (an API whose pages shift while they are read) has
+its earlier rows dropped when the files are closed, and so do a child table's rows whose
+parent a later chunk sent again (its children are the newer version's, maybe fewer), by
+rewriting only the files that hold such rows. Finding them exactly needs a hash of every
+key of the segment (about 100 bytes a string key in Arrow: 200 MB for 2M keys), so only
+each chunk's lowest and highest key (and parent key) are kept: chunks whose ranges do not
+overlap (pages in key order, the usual case) cannot share a key, and only the rows of
+overlapping chunks are read back and compared.
 """
 
 from __future__ import annotations
@@ -36,15 +38,25 @@ Guard = Callable[[Callable[[], Any]], Any]
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    """Rows `start`..`start + rows` of file `file`, from write number `chunk`, whose keys
-    (non-null) lie between `low` and `high`."""
+    """Rows `start`..`start + rows` of file `file`, from write number `chunk`; their
+    non-null keys lie in `keys` and their parent keys in `parents` ((low, high), None when
+    the part has none)."""
 
     file: int
     start: int
     rows: int
     chunk: int
-    low: Any
-    high: Any
+    keys: tuple[Any, Any] | None
+    parents: tuple[Any, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Owners:
+    """The parent keys a child table's write number `chunk` replaces the children of."""
+
+    chunk: int
+    keys: pa.Array
+    bounds: tuple[Any, Any] | None
 
 
 class TableFiles:
@@ -61,6 +73,7 @@ class TableFiles:
         synced_at: datetime,
         guard: Guard,
         keys: tuple[str, ...] = (),
+        parent_key: str | None = None,
     ) -> None:
         self._io = io
         self._directory = directory
@@ -73,6 +86,7 @@ class TableFiles:
         # that value as text, whose order would make ranges like 1-9999 and 10000-19999
         # overlap.
         self._range_column = keys[0] if len(keys) == 1 else KEY
+        self._parent_column = parent_key
         self._writer: pq.ParquetWriter | None = None
         self._out: Any = None
         self._schema = pa.schema([])  # the open file's
@@ -80,15 +94,27 @@ class TableFiles:
         self.paths: list[str] = []
         self._rows: list[int] = []  # per file
         self._parts: list[_Part] = []
+        self._owners: list[_Owners] = []
         self._writes = 0
 
-    def write(self, data: pa.Table, known: KnownSchema) -> None:
-        """Add rows (one chunk of a table batch) conformed to the table `known` describes."""
+    def write(self, data: pa.Table, known: KnownSchema, owners: pa.Array | None = None) -> None:
+        """Add rows (one chunk of a table batch) conformed to the table `known` describes;
+        for a child table, `owners` are the chunk's parent keys (`TableBatch.parent_keys`):
+        their children in earlier chunks are replaced by these rows."""
+        self._writes += 1
+        if owners is not None and len(owners):
+            self._owners.append(_Owners(self._writes, owners, _bounds(owners)))
         rows = writer.keep_last(data, KEY)
         rows = writer.conform(rows, known.schema, known.retypable, self._synced_at, self._where)
         if rows.num_rows:
-            self._writes += 1
             self._guard(lambda: self._write(rows))
+
+    def owners(self) -> pa.Array | None:
+        """Every parent key written with `owners`, in order (None: none were)."""
+        if not self._owners:
+            return None
+        first = self._owners[0].keys.type
+        return pa.concat_arrays([o.keys.cast(first) for o in self._owners])
 
     def close(self) -> list[str]:
         """Finish the files; drop rows a later chunk superseded. The paths, in order."""
@@ -145,40 +171,96 @@ class TableFiles:
         self._writer = self._out = None
 
     def _note(self, part: pa.Table) -> None:
-        if KEY not in part.column_names:
-            return
-        column = self._range_column if self._range_column in part.column_names else KEY
-        bounds = pc.min_max(part.column(column))
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        file, start = len(self.paths) - 1, self._rows[-1]
-        self._parts.append(_Part(file, start, part.num_rows, self._writes, low, high))
+        keys = parents = None
+        if KEY in part.column_names:
+            column = self._range_column if self._range_column in part.column_names else KEY
+            keys = _bounds(part.column(column))
+        if self._parent_column is not None and self._parent_column in part.column_names:
+            parents = _bounds(part.column(self._parent_column))
+        if keys is not None or parents is not None:
+            file, start = len(self.paths) - 1, self._rows[-1]
+            self._parts.append(_Part(file, start, part.num_rows, self._writes, keys, parents))
 
     def _drop_superseded(self) -> None:
-        suspects = _overlapping(self._parts)
-        if not suspects:
-            return
-        keys = {n: self._read_keys(n) for n in sorted({p.file for p in suspects})}
-        keep = writer.last_rows(
-            pa.chunked_array([keys[p.file].slice(p.start, p.rows) for p in suspects], pa.string())
-        )
-        if keep is None:
-            return
-        offset = 0
-        kept: dict[int, list[tuple[int, pa.Array]]] = {n: [] for n in keys}
-        for part in suspects:
-            kept[part.file].append((part.start, keep.slice(offset, part.rows)))
-            offset += part.rows
-        for n, pieces in kept.items():
-            mask = _file_mask(self._rows[n], pieces)
+        """Rewrite the files holding rows a later chunk replaced (see the module doc)."""
+        keeps: dict[int, pa.Array] = {}  # part index -> keep mask
+        self._by_key(keeps)
+        self._by_parent(keeps)
+        pieces: dict[int, list[tuple[int, pa.Array]]] = {}
+        for index, keep in keeps.items():
+            part = self._parts[index]
+            pieces.setdefault(part.file, []).append((part.start, keep))
+        for n, file_pieces in pieces.items():
+            mask = _file_mask(self._rows[n], file_pieces)
             if not pc.all(mask).as_py():
                 path = self.paths[n]
                 dest = f"{self._directory}/{self._stem}-{n}-last.parquet"
                 self.paths[n] = writer.rewrite_without(self._io, path, pc.invert(mask), dest)
                 self._io.delete(path)
 
-    def _read_keys(self, file: int) -> pa.Array:
-        with self._io.new_input(self.paths[file]).open() as stream:
-            return pq.ParquetFile(stream).read(columns=[KEY]).column(KEY).combine_chunks()
+    def _by_key(self, keeps: dict[int, pa.Array]) -> None:
+        """A key written again by a later chunk: the earlier rows go."""
+        suspects = _overlapping(self._parts)
+        if not suspects:
+            return
+        parts = [self._parts[i] for i in suspects]
+        keys = self._column(parts, KEY)
+        keep = writer.last_rows(pa.chunked_array([k.cast(pa.string()) for k in keys]))
+        if keep is None:
+            return
+        offset = 0
+        for index, part in zip(suspects, parts, strict=True):
+            keeps[index] = keep.slice(offset, part.rows)
+            offset += part.rows
+
+    def _by_parent(self, keeps: dict[int, pa.Array]) -> None:
+        """A parent a later chunk sent again: its children from earlier chunks go."""
+        column = self._parent_column
+        if column is None or len(self._owners) < 2:
+            return
+        for index, part in enumerate(self._parts):
+            later = [o.keys for o in self._owners if o.chunk > part.chunk and _meet(o, part)]
+            if not later:
+                continue
+            (values,) = self._column([part], column)
+            owners = pa.concat_arrays([o.cast(later[0].type) for o in later])
+            replaced = _is_in(values, owners)
+            keep = pc.invert(pc.fill_null(replaced, False))
+            earlier = keeps.get(index)
+            keeps[index] = keep if earlier is None else pc.and_(earlier, keep)
+
+    def _column(self, parts: list[_Part], column: str) -> list[pa.Array]:
+        """`column` of each part, read back from its file (each file read once)."""
+        read: dict[int, pa.Array] = {}
+        for n in sorted({p.file for p in parts}):
+            with self._io.new_input(self.paths[n]).open() as stream:
+                table = pq.ParquetFile(stream).read(columns=[column])
+            read[n] = table.column(column).combine_chunks()
+        return [read[p.file].slice(p.start, p.rows) for p in parts]
+
+
+def _bounds(values: pa.Array | pa.ChunkedArray) -> tuple[Any, Any] | None:
+    """(lowest, highest) non-null value; None when every value is null."""
+    bounds = pc.min_max(values)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return None if low is None else (low, high)
+
+
+def _meet(owners: _Owners, part: _Part) -> bool:
+    """Whether a part's parent keys may be among `owners` (their ranges overlap)."""
+    if owners.bounds is None or part.parents is None:
+        return part.parents is not None
+    try:
+        return owners.bounds[0] <= part.parents[1] and part.parents[0] <= owners.bounds[1]
+    except TypeError:  # values that do not compare: assume they may meet
+        return True
+
+
+def _is_in(values: pa.Array, owners: pa.Array) -> pa.Array:
+    try:
+        return pc.is_in(values, value_set=owners.cast(values.type))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # compare as text
+        return pc.is_in(values.cast(pa.string()), value_set=owners.cast(pa.string()))
 
 
 def _file_mask(rows: int, pieces: list[tuple[int, pa.Array]]) -> pa.ChunkedArray:
@@ -195,27 +277,30 @@ def _file_mask(rows: int, pieces: list[tuple[int, pa.Array]]) -> pa.ChunkedArray
     return pa.chunked_array(chunks, pa.bool_())
 
 
-def _overlapping(parts: list[_Part]) -> list[_Part]:
-    """The parts (in write order) whose key range overlaps that of another chunk's part."""
+def _overlapping(parts: list[_Part]) -> list[int]:
+    """The indexes (in write order) of the parts whose key range overlaps that of another
+    chunk's part."""
     try:
         return _overlaps(parts)
     except TypeError:  # keys of types that do not compare: check them all
-        return parts
+        return [i for i, p in enumerate(parts) if p.keys is not None]
 
 
-def _overlaps(parts: list[_Part]) -> list[_Part]:
-    ranged = sorted((p for p in parts if p.low is not None), key=lambda p: p.low)
-    groups: list[list[_Part]] = []
+def _overlaps(parts: list[_Part]) -> list[int]:
+    ranged = sorted((i for i, p in enumerate(parts) if p.keys is not None),
+                    key=lambda i: parts[i].keys[0])  # type: ignore[index]  # fmt: skip
+    groups: list[list[int]] = []
     high: Any = None
-    for part in ranged:
-        if groups and part.low <= high:
-            groups[-1].append(part)
-            high = max(high, part.high)
+    for i in ranged:
+        low, top = parts[i].keys  # type: ignore[misc]
+        if groups and low <= high:
+            groups[-1].append(i)
+            high = max(high, top)
         else:
-            groups.append([part])
-            high = part.high
-    suspects = {id(p) for g in groups if len({p.chunk for p in g}) > 1 for p in g}
-    return [p for p in parts if id(p) in suspects]
+            groups.append([i])
+            high = top
+    suspects = {i for g in groups if len({parts[i].chunk for i in g}) > 1 for i in g}
+    return sorted(suspects)
 
 
 def _fits(schema: pa.Schema, file_schema: pa.Schema) -> bool:
