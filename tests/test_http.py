@@ -516,3 +516,27 @@ def test_cookies_set_at_login_are_kept_and_go_to_base_urls_origin_only(
     assert second.header("cookie") == "sid=abc" and second.header("x-session") == "t-1"
     assert len(api_server.requests_to("/login")) == 1
     assert other_server.requests[0].header("cookie") is None
+
+
+def test_environment_proxies_are_honoured_and_no_proxy_bypasses_them(
+    api_server: ApiServer, other_server: ApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY / NO_PROXY as curl, requests and httpx read them: the proxy gets the
+    request for the API's URL (a plain-HTTP proxy is sent the full URL)."""
+    api_server.route("/data", lambda r: Reply({"via": "direct"}))
+    other_server.route("/data", lambda r: Reply({"via": "proxy"}))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for variant in (name, name.lower()):
+            monkeypatch.delenv(variant, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", other_server.url)
+    with build_client(read_timeout=5.0) as proxied:
+        assert proxied.get(f"{api_server.url}/data").json() == {"via": "proxy"}
+    (seen,) = other_server.requests_to("/data")
+    assert seen.header("host") == f"127.0.0.1:{api_server.port}"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with build_client(read_timeout=5.0) as direct:
+        assert direct.get(f"{api_server.url}/data").json() == {"via": "direct"}
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.delenv("NO_PROXY")
+    with build_client(read_timeout=5.0) as plain:
+        assert plain.get(f"{api_server.url}/data").json() == {"via": "direct"}
