@@ -22,12 +22,14 @@ rule holds for every hop.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import logging
 import math
 import random as _random
 import re
 import time
+import urllib.request
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -80,10 +82,12 @@ def build_client(
     """An HTTP/1.1 keep-alive client. It accepts gzip/deflate (and br/zstd when the brotli /
     zstandard packages are installed: httpx advertises what it can decode) and does not
     follow redirects by itself (ApiClient does, applying the credentials rule). Requests
-    go through `StdlibTransport` (rawquery_workers/transport.py: why) unless `transport`."""
+    go through `StdlibTransport` (rawquery_workers/transport.py: why) unless `transport`,
+    or through the environment's proxy (`proxy_mounts`)."""
     timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
     return httpx.Client(
         timeout=timeout,
+        mounts=proxy_mounts(),
         limits=httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
@@ -93,6 +97,37 @@ def build_client(
         follow_redirects=False,
         transport=transport or StdlibTransport(timeout=timeout),
     )
+
+
+def proxy_mounts() -> dict[str, httpx.BaseTransport | None]:
+    """Transports for HTTP_PROXY, HTTPS_PROXY and ALL_PROXY (or their lowercase forms), with
+    the NO_PROXY hosts going direct: what httpx itself reads from the environment, except
+    that it does so only for a client built without its own transport, as ours are."""
+    found = urllib.request.getproxies()
+    mounts: dict[str, httpx.BaseTransport | None] = {}
+    for scheme in ("http", "https", "all"):
+        if url := found.get(scheme):
+            proxy = url if "://" in url else f"http://{url}"
+            mounts[f"{scheme}://"] = httpx.HTTPTransport(proxy=proxy)
+    if not mounts:
+        return {}
+    for host in (h.strip() for h in found.get("no", "").split(",")):
+        if host == "*":
+            return {}
+        if host:
+            mounts[_bypass_pattern(host)] = None
+    return mounts
+
+
+def _bypass_pattern(host: str) -> str:
+    """An httpx mount pattern for one NO_PROXY entry (as httpx maps them)."""
+    if "://" in host:
+        return host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"all://{host}" if host.lower() == "localhost" else f"all://*{host}"
+    return f"all://[{host}]" if address.version == 6 else f"all://{host}"
 
 
 def origin(url: str | httpx.URL) -> tuple[str, str, int | None]:

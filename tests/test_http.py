@@ -531,8 +531,11 @@ def test_environment_proxies_are_honoured_and_no_proxy_bypasses_them(
     monkeypatch.setenv("HTTP_PROXY", other_server.url)
     with build_client(read_timeout=5.0) as proxied:
         assert proxied.get(f"{api_server.url}/data").json() == {"via": "proxy"}
-    (seen,) = other_server.requests_to("/data")
-    assert seen.header("host") == f"127.0.0.1:{api_server.port}"
+        api, _ = make_api(proxied, api_server.url, auth=BearerTestAuth())
+        assert api.request("GET", "/data").json == {"via": "proxy"}
+    seen = other_server.requests_to("/data")
+    assert [r.header("host") for r in seen] == [f"127.0.0.1:{api_server.port}"] * 2
+    assert seen[1].header("authorization") == f"Bearer {SECRET}"  # the API's own origin
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     with build_client(read_timeout=5.0) as direct:
         assert direct.get(f"{api_server.url}/data").json() == {"via": "direct"}
