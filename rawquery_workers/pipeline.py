@@ -20,6 +20,7 @@ the stream resumes there with the same `since`, so nothing is skipped or doubled
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -159,12 +160,14 @@ def ensure_auth(ctx: StreamContext) -> None:
 def fetch_segment(
     ctx: StreamContext, job: StreamJob, pages: Iterator[Page] | None = None
 ) -> FetchedSegment:
-    """Read pages from `job.resume` until the segment holds `segment_records` records,
-    writing them to the staging area as they arrive (memory holds one page, not the
-    segment). `pages` lets an in-process caller keep one page iterator across segments."""
+    """Read pages from `job.resume` until the segment holds `segment_records` records (or
+    has fetched for `segment_seconds`), writing them to the staging area as they arrive
+    (memory holds one page, not the segment). `pages` lets an in-process caller keep one
+    page iterator across segments."""
     pages = pages if pages is not None else iter_pages(ctx, job)
     count = read = 0
     next_state: dict[str, Any] | None = None
+    full = _segment_full(ctx)
 
     def records() -> Iterator[dict[str, Any]]:
         nonlocal count, read, next_state
@@ -172,7 +175,7 @@ def fetch_segment(
             yield from page.records
             count, read, next_state = count + 1, read + len(page.records), page.next_state
             _page_event(ctx, job, count, page)
-            if next_state is None or read >= ctx.settings.segment_records:
+            if next_state is None or full(read):
                 return
 
     path = ctx.staging.write_records(job.sync_id, f"{job.stream}-{job.segment}", records())
@@ -189,20 +192,27 @@ def fetch_and_stage(
     chunk: list[dict[str, Any]] = []
     count = 0
     next_state: dict[str, Any] | None = None
+    full = _segment_full(ctx)
     with relaxed_gc(), _segment_writer(ctx, job) as segment:
         for page in pages:
             chunk.extend(page.records)
             count += 1
             next_state = page.next_state
             _page_event(ctx, job, count, page)
-            read = segment.records + len(chunk)
-            done = next_state is None or read >= ctx.settings.segment_records
+            done = next_state is None or full(segment.records + len(chunk))
             if chunk and (done or len(chunk) >= CHUNK_RECORDS):
                 segment.add(chunk)
                 chunk = []
             if done:
                 break
         return _staged(ctx, job, segment, count, next_state)
+
+
+def _segment_full(ctx: StreamContext) -> Callable[[int], bool]:
+    """Whether a segment that has read `records` so far is done: `segment_records`
+    records, or `segment_seconds` since this call."""
+    limit, deadline = ctx.settings.segment_records, time.monotonic() + ctx.settings.segment_seconds
+    return lambda records: records >= limit or time.monotonic() >= deadline
 
 
 def _page_event(ctx: StreamContext, job: StreamJob, count: int, page: Page) -> None:

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # segment's keys (bench/README.md: 1M records in one segment peaked at ~1.2 x of 100k).
     # Data files per table per segment: about the table's rows / target_file_size, at least 1.
     segment_records: int = 500_000
+    # A segment also ends after this many seconds of fetching: a slow or rate-limited API
+    # still commits (and so can resume) at least this often, and a distributed fetch task
+    # stays far below Redis' one-hour visibility timeout (past it, Redis hands the task to
+    # a second worker while the first still runs).
+    segment_seconds: float = 600.0
     # An s3:// warehouse: the endpoint of an S3-compatible store (MinIO: http://minio:9000),
     # its keys and region. Unset keys fall back to pyarrow's AWS chain (AWS_* variables,
     # ~/.aws, instance roles). They reach pyiceberg as the catalog's s3.* properties.

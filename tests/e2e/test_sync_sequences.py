@@ -532,3 +532,24 @@ def test_no_wait_returns_a_sync_id_and_a_background_process_finishes(
     assert streams[0]["status"] == "succeeded", streams
     assert streams[0]["rows"] == 9
     assert_exact(shop, "bg")
+
+
+def test_a_segment_also_ends_after_segment_seconds(
+    cli: Cli,
+    shop: Shop,
+    server: ApiServer,
+    connect: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow API still commits (and can resume) every `segment_seconds`: at 0, every page
+    is a segment of its own, one commit each, and nothing is lost or doubled."""
+    for oid in range(1, 8):
+        shop.put(oid, minutes=oid, items=2)
+    monkeypatch.setenv("RAWQUERY_SEGMENT_SECONDS", "0")
+    reset_settings()
+    connect("shop", shop_spec(server.url))
+    assert sync(cli, "shop")["orders"]["rows"] == 7
+    assert_exact(shop)
+    table = open_sink(get_settings()).catalog.load_table("shop.orders")
+    segments = {s.summary["rq.segment"] for s in table.metadata.snapshots if s.summary}
+    assert segments == {"0", "1", "2"}  # pages of 3, 3 and 1 orders
