@@ -92,9 +92,7 @@ class IcebergSink:
     def known_schema(self, namespace: str, table: str) -> KnownSchema | None:
         """The table's columns as Arrow types and its retypable columns; None if absent."""
         loaded = self.tables.load_or_none(namespace, table)
-        if loaded is None:
-            return None
-        return KnownSchema(arrow_schema(loaded.schema()), retypable_of(loaded.properties))
+        return None if loaded is None else _known(loaded)
 
     def prepare(self, namespace: str, batch: TableBatch) -> list[str]:
         """Create the batch's table, or evolve it to hold the batch; one line per change."""
@@ -149,10 +147,10 @@ class IcebergSink:
     ) -> list[str]:
         """Write `data` (one row per `_rq_key`: the last wins) as Parquet files in the
         table's data folder; they are invisible until `commit`/`stage_replace` adds them."""
-        files = self.open_files(namespace, table, sync_id=sync_id, segment=segment,
-                                synced_at=synced_at)  # fmt: skip
+        loaded = self.tables.load(namespace, table)
+        files = self._files(loaded, namespace, table, sync_id, segment, synced_at)
         try:
-            files.write(data, self.known_schema(namespace, table) or KnownSchema(pa.schema([])))
+            files.write(data, _known(loaded))
             return files.close()
         finally:
             files.abort()
@@ -170,8 +168,21 @@ class IcebergSink:
     ) -> TableFiles:
         """The table's files for one segment, written a chunk at a time (table_files.py);
         `keys`: the batch's primary-key columns, `parent_key` a child table's link column."""
-        where = f"{namespace}.{table}"
         loaded = self.tables.load(namespace, table)
+        return self._files(loaded, namespace, table, sync_id, segment, synced_at, keys, parent_key)
+
+    def _files(
+        self,
+        loaded: Table,
+        namespace: str,
+        table: str,
+        sync_id: str,
+        segment: int,
+        synced_at: datetime | None,
+        keys: tuple[str, ...] = (),
+        parent_key: str | None = None,
+    ) -> TableFiles:
+        where = f"{namespace}.{table}"
         stamp = synced_at or datetime.now(UTC)
         return TableFiles(
             loaded.io,
@@ -424,3 +435,7 @@ class IcebergSink:
         return self.tables.commit_until_done(
             namespace, table, lambda m: st.segment_in(m.snapshots, sync_id, segment), build
         )
+
+
+def _known(loaded: Table) -> KnownSchema:
+    return KnownSchema(arrow_schema(loaded.schema()), retypable_of(loaded.properties))

@@ -20,6 +20,7 @@ overlapping chunks are read back and compared.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,11 +128,10 @@ class TableFiles:
         writer_, out = self._writer, self._out
         self._writer = self._out = None
         for closable in (writer_, out):
-            try:
-                if closable is not None:
+            if closable is not None:
+                # The failure being handled matters, not one in closing after it.
+                with contextlib.suppress(Exception):
                     closable.close()
-            except Exception:  # noqa: BLE001 - the failure being handled matters, not this one
-                pass
 
     # --- internals ----------------------------------------------------------------------
 
