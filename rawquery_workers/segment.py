@@ -33,6 +33,7 @@ from rawquery_workers.sink.table_files import TableFiles
 from rawquery_workers.spec.models import Stream
 from rawquery_workers.transform import transform_records
 from rawquery_workers.transform.batch import KnownSchema, TableBatch
+from rawquery_workers.transform.cursor import later_cursor
 
 CHUNK_RECORDS = 10_000
 _GC_LOCK = threading.Lock()
@@ -210,14 +211,3 @@ def _release_then_run(records: list[dict], calls: list[Callable[[], None]]) -> N
     records.clear()
     for call in calls:
         call()
-
-
-def later_cursor(a: str | None, b: str | None) -> str | None:
-    """The later of two cursors as transform renders them: numbers compare as numbers,
-    timestamps (ISO 8601, UTC) and other strings as strings."""
-    if not a or not b:
-        return a or b
-    try:
-        return a if float(a) >= float(b) else b
-    except ValueError:
-        return max(a, b)

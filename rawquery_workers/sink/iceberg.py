@@ -107,7 +107,7 @@ class IcebergSink:
                     continue
             current = retypable_of(table.properties)
             evolution = plan_evolution(arrow_schema(table.schema()), current, wanted, null_only)
-            if not evolution.schema_changed and evolution.retypable == current:
+            if not evolution.changes(current):
                 return []
             tx = table.transaction()
             if evolution.schema_changed:

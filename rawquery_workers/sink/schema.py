@@ -130,8 +130,9 @@ def wanted_schema(batch: TableBatch, where: str) -> tuple[pa.Schema, frozenset[s
 def unchanged_by(known: KnownSchema, batch: TableBatch, where: str) -> bool:
     """Whether a table of schema `known` holds `batch` as it is (no prepare needed)."""
     wanted, null_only = wanted_schema(batch, where)
-    evolution = plan_evolution(known.schema, known.retypable, wanted, null_only)
-    return not evolution.schema_changed and evolution.retypable == known.retypable
+    return not plan_evolution(known.schema, known.retypable, wanted, null_only).changes(
+        known.retypable
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,10 @@ class Evolution:
     @property
     def schema_changed(self) -> bool:
         return bool(self.adds or self.retypes)
+
+    def changes(self, retypable: frozenset[str]) -> bool:
+        """Whether applying it changes a table whose retypable columns are `retypable`."""
+        return self.schema_changed or self.retypable != retypable
 
 
 def plan_evolution(

@@ -86,3 +86,14 @@ def greatest(cursor: pa.Array) -> str | None:
     if cursor.null_count == len(cursor):
         return None
     return render(pc.max(cursor).as_py())
+
+
+def later_cursor(a: str | None, b: str | None) -> str | None:
+    """The later of two cursors as transform renders them: numbers compare as numbers,
+    timestamps (ISO 8601, UTC) and other strings as strings."""
+    if not a or not b:
+        return a or b
+    try:
+        return a if float(a) >= float(b) else b
+    except ValueError:
+        return max(a, b)
