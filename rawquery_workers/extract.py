@@ -33,7 +33,7 @@ import orjson
 from pydantic import JsonValue
 
 from rawquery_workers.errors import PaginationLoopError, ResponseError, SourceError, SpecError
-from rawquery_workers.http import ApiClient, join_url, origin, same_origin
+from rawquery_workers.http import ApiClient, join_url, origin, parse_json, same_origin
 from rawquery_workers.jsonpath import MISSING, get_path
 from rawquery_workers.paginate import PageResponse, Paginator, RequestSpec, paginator_for
 from rawquery_workers.redact import Redactor
@@ -55,6 +55,7 @@ class Page:
     status: int
     next_state: dict[str, JsonValue] | None
     raw_next: str | None
+    body: bytes = b""  # the response body the records were parsed from
 
 
 def read_pages(
@@ -106,6 +107,7 @@ def read_pages(
             status=response.status,
             next_state=paginator.state() if paginator.has_next_page else None,
             raw_next=api.redactor.redact_url(reference) if reference is not None else None,
+            body=response.content,
         )
         if max_pages is not None and number >= max_pages:
             return
@@ -166,6 +168,11 @@ def extract_records(body: JsonValue, data_path: str | None, where: str = "") -> 
                 "needs an array of objects at data_path"
             )
     return cast(list[Record], value)
+
+
+def records_of(bodies: list[bytes], data_path: str | None) -> list[Record]:
+    """The records of page bodies `read_pages` gave records for, parsed again."""
+    return [record for body in bodies for record in extract_records(parse_json(body), data_path)]
 
 
 def raise_graphql_errors(body: JsonValue, where: str, redactor: Redactor) -> None:

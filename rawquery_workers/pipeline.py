@@ -29,9 +29,10 @@ from typing import Any
 import orjson
 
 from rawquery_workers.context import StreamContext
-from rawquery_workers.extract import Page, read_pages
+from rawquery_workers.extract import Page, read_pages, records_of
 from rawquery_workers.segment import CHUNK_RECORDS, SegmentWriter, WrittenTable, relaxed_gc
 from rawquery_workers.transform.batch import KEY
+from rawquery_workers.transform.columnar import PageBodies
 
 ProgressHook = Callable[[dict[str, Any]], None]
 
@@ -189,20 +190,25 @@ def fetch_and_stage(
     and written a chunk at a time as their pages arrive (rawquery_workers/segment.py), so
     memory holds one chunk of records as Python objects, not the whole segment."""
     pages = pages if pages is not None else iter_pages(ctx, job)
-    chunk: list[dict[str, Any]] = []
-    count = 0
+    chunk = PageBodies([], [])
+    in_chunk = count = 0
     next_state: dict[str, Any] | None = None
     full = _segment_full(ctx)
+    data_path = ctx.stream.data_path
     with relaxed_gc(), _segment_writer(ctx, job) as segment:
         for page in pages:
-            chunk.extend(page.records)
+            if page.records:  # the chunk keeps the bodies; their records are parsed again
+                chunk.bodies.append(page.body)  # only if Arrow cannot read them
+                chunk.counts.append(len(page.records))
+                in_chunk += len(page.records)
             count += 1
             next_state = page.next_state
             _page_event(ctx, job, count, page)
-            done = next_state is None or full(segment.records + len(chunk))
-            if chunk and (done or len(chunk) >= CHUNK_RECORDS):
-                segment.add(chunk)
-                chunk = []
+            done = next_state is None or full(segment.records + in_chunk)
+            if in_chunk and (done or in_chunk >= CHUNK_RECORDS):
+                bodies = chunk.bodies
+                segment.add(lambda b=bodies: records_of(b, data_path), chunk)
+                chunk, in_chunk = PageBodies([], []), 0
             if done:
                 break
         return _staged(ctx, job, segment, count, next_state)

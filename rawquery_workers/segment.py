@@ -5,9 +5,14 @@ A segment (up to `segment_records` records: one commit) is read a chunk at a tim
 schemas; a chunk that brings new columns (or real values for an all-null column) evolves
 its table first, so the next chunk is shaped against the evolved schema: chunk boundaries
 behave as segment boundaries always have. Its rows then go to the table's open Parquet
-files (sink/table_files.py) in a background thread, which overlaps Parquet encoding and
-compression (C++, free of the GIL) with fetching and shaping the next chunk. So a segment
-can be as large as the files should be, at the memory of one chunk.
+files (sink/table_files.py). So a segment can be as large as the files should be, at the
+memory of one chunk.
+
+Shaping and writing run in a background thread while the caller fetches the next chunk:
+Arrow parses the chunk's page bodies there (transform/columnar.py, C++ free of the GIL),
+the chunk is shaped, and its records are freed; the caller's next `add` (or `finish`)
+creates or evolves the chunk's tables (catalog work stays on the caller's thread) and the
+thread writes them (Parquet encoding, also free of the GIL) before shaping the chunk after.
 
 A key repeated in two chunks keeps the later chunk's row (as a write keeps the last row per
 key), and a parent sent again by a later chunk keeps only that chunk's children (as a
@@ -17,7 +22,10 @@ commit replaces a parent's children); counts in warnings are per chunk.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,13 +40,17 @@ from rawquery_workers.sink.schema import unchanged_by
 from rawquery_workers.sink.table_files import TableFiles
 from rawquery_workers.spec.models import Stream
 from rawquery_workers.transform import transform_records
-from rawquery_workers.transform.batch import KnownSchema, TableBatch
+from rawquery_workers.transform.batch import KnownSchema, TableBatch, TransformResult
+from rawquery_workers.transform.columnar import PageBodies, read_pages
 from rawquery_workers.transform.cursor import later_cursor
+from rawquery_workers.transform.pipeline import Records
 
 CHUNK_RECORDS = 10_000
 _GC_LOCK = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, int, int] | None = None
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_mmap_fixed = False
 
 
 @contextlib.contextmanager
@@ -68,6 +80,22 @@ def relaxed_gc() -> Iterator[None]:
             _gc_users -= 1
             if _gc_users == 0 and _gc_saved is not None:
                 gc.set_threshold(*_gc_saved)
+
+
+def fixed_mmap_threshold() -> None:
+    """Keep glibc's mmap threshold at its 128 KiB default for this process.
+
+    glibc raises the threshold to the size of every large block freed (up to 32 MB), so
+    after the first chunk the megabytes of page bodies a chunk joins for Arrow come from the
+    heap, which they fragment: +15-20 MB of peak RSS at 1M records, none of it in use. A
+    fixed threshold keeps such blocks in their own mappings, returned when freed. A value
+    the user set (MALLOC_MMAP_THRESHOLD_) wins; elsewhere than glibc this does nothing."""
+    global _mmap_fixed
+    if _mmap_fixed or "MALLOC_MMAP_THRESHOLD_" in os.environ or sys.platform != "linux":
+        return
+    _mmap_fixed = True
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 @dataclass(slots=True)
@@ -121,6 +149,7 @@ class SegmentWriter:
         self._known = {n: k for n in names if (k := sink.known_schema(connection, n))}
         self._tables: dict[str, _Table] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="rq-write")
+        fixed_mmap_threshold()
         self._writing: Future[None] | None = None
 
     def __enter__(self) -> SegmentWriter:
@@ -134,32 +163,31 @@ class SegmentWriter:
     ) -> None:
         if kind is not None:
             with contextlib.suppress(Exception):
-                self._wait()
+                self._shaped()
             for table in self._tables.values():
                 table.files.abort()
         self._pool.shutdown(wait=True)
 
-    def add(self, records: list[dict]) -> None:
-        """Shape and write a chunk. Takes `records` over: the list is emptied later."""
-        result = transform_records(self.stream, records, self._known, since_cursor=self.since)
-        self.records += len(records)
-        self.max_cursor = later_cursor(self.max_cursor, result.max_cursor)
-        self.warnings += result.warnings
-        writes: list[Callable[[], None]] = []
-        for batch in result.tables:
-            known = self._prepare(batch)
-            table = self._table(batch)
-            table.rows += batch.data.num_rows
-            writes.append(
-                lambda f=table.files, d=batch.data, k=known, o=batch.parent_keys: f.write(d, k, o)
-            )
-        self._wait()  # one chunk in the writer at a time: memory holds two chunks at most
-        self._writing = self._pool.submit(_release_then_run, records, writes)
+    def add(self, records: Records, pages: PageBodies | None = None) -> None:
+        """Shape and write a chunk: its records, or a function parsing them (called only
+        when Arrow cannot read `pages`, the bodies they come from). Takes a list of records
+        over: it is emptied later.
+
+        The chunk is shaped in the writer thread (where Arrow parses `pages` off the GIL)
+        while the caller fetches the next one; its tables are prepared here, on the next
+        call, and written in the thread along with shaping the chunk after it."""
+        self.records += len(records) if isinstance(records, list) else sum(pages.counts)  # type: ignore[union-attr]
+        writes = self._place(self._shaped())
+        known = dict(self._known)
+        self._writing = self._pool.submit(
+            _write_then_shape, writes, lambda: self._shape(records, pages, known)
+        )
 
     def finish(self) -> list[WrittenTable]:
-        if not self._tables:
-            self.add([])  # no records: the tables are still created
-        self._wait()
+        writes = self._place(self._shaped())
+        if not self._tables:  # no records: the tables are still created
+            writes += self._place(self._shape([], None, self._known))
+        _write_then_shape(writes, None)
         return [
             WrittenTable(
                 name=name,
@@ -172,6 +200,41 @@ class SegmentWriter:
             )
             for name, table in self._tables.items()
         ]
+
+    def _shape(
+        self, records: Records, pages: PageBodies | None, known: dict[str, KnownSchema]
+    ) -> TransformResult:
+        parsed = read_pages(pages, self.stream.data_path) if pages is not None else None
+        result = None
+        if parsed is not None:
+            # A reading of Arrow's that the Python path's conversions refuse (none is known:
+            # tests/test_transform_columnar.py) costs speed, never the sync.
+            with contextlib.suppress(pa.ArrowException):
+                result = transform_records(self.stream, records, known, self.since, parsed)
+        if result is None:
+            records = records() if callable(records) else records
+            result = transform_records(self.stream, records, known, self.since)
+        if isinstance(records, list):
+            # Freeing a chunk's millions of small objects costs ~0.3 s per 200k records:
+            # here, as soon as they are shaped, it overlaps the fetch loop's socket waits.
+            records.clear()
+        return result
+
+    def _place(self, result: TransformResult | None) -> list[Callable[[], None]]:
+        """Prepare the tables of a shaped chunk; the calls writing it."""
+        if result is None:
+            return []
+        self.max_cursor = later_cursor(self.max_cursor, result.max_cursor)
+        self.warnings += result.warnings
+        writes: list[Callable[[], None]] = []
+        for batch in result.tables:
+            known = self._prepare(batch)
+            table = self._table(batch)
+            table.rows += batch.data.num_rows
+            writes.append(
+                lambda f=table.files, d=batch.data, k=known, o=batch.parent_keys: f.write(d, k, o)
+            )
+        return writes
 
     def _prepare(self, batch: TableBatch) -> KnownSchema:
         """Create or evolve the batch's table when its schema asks for it; its schema."""
@@ -199,15 +262,15 @@ class SegmentWriter:
             table = self._tables[batch.name] = _Table(files, batch)
         return table
 
-    def _wait(self) -> None:
+    def _shaped(self) -> TransformResult | None:
+        """Wait for the writer thread; the chunk it shaped, if any."""
         writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
+        return writing.result() if writing is not None else None
 
 
-def _release_then_run(records: list[dict], calls: list[Callable[[], None]]) -> None:
-    # Freeing a chunk's millions of small objects costs the fetch loop ~0.3 s per 200k
-    # records; here it holds the GIL mostly while the fetch waits on the socket.
-    records.clear()
-    for call in calls:
+def _write_then_shape(
+    writes: list[Callable[[], None]], shape: Callable[[], TransformResult] | None
+) -> TransformResult | None:
+    for call in writes:
         call()
+    return shape() if shape is not None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +15,7 @@ from rawquery_workers.segment import SegmentWriter
 from rawquery_workers.sink import IcebergSink, new_catalog
 from rawquery_workers.sink.table_files import TableFiles
 from rawquery_workers.spec.models import Stream
+from rawquery_workers.transform.columnar import PageBodies
 from tests.test_sink import NS, make_batch, rows, users
 
 SYNCED = pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py()
@@ -184,6 +186,7 @@ def test_segment_writer_failure_closes_files_and_keeps_nothing_visible(
         ) as segment,
     ):  # fmt: skip
         segment.add([{"id": 1, "name": "a"}])
+        segment.add([{"id": 2, "name": "b"}])  # the first chunk's file opens now
         raise ZeroDivisionError
     assert rows(sink, "users", "id") == []
     assert sink.cleanup_orphans(NS, "users", "s")  # the open file was closed and is found
@@ -239,3 +242,57 @@ def test_parents_in_key_order_leave_their_children_files_alone(sink: IcebergSink
     files = sink.planned_parquet_files(NS, "orders_line_items")
     assert files is not None and len(files) == 1
     assert all(not f.endswith("-last.parquet") for f in files)  # nothing was rewritten
+
+
+def pages_of(*pages: list[dict[str, object]]) -> PageBodies:
+    return PageBodies([orjson.dumps({"data": p}) for p in pages], [len(p) for p in pages])
+
+
+def never() -> list[dict]:
+    raise AssertionError("the records were parsed again although Arrow read the bodies")
+
+
+def test_segment_writer_reads_page_bodies_without_parsing_the_records(sink: IcebergSink) -> None:
+    chunks = [
+        [order(1, [10, 11], "a"), order(2, [20], "a")],
+        [order(3, [30], "b"), order(1, [10], "c")],
+    ]
+    with SegmentWriter(
+        orders_stream().model_copy(update={"data_path": "data"}), sink, NS, since=None,
+        max_cursor=None, sync_id="s", segment=0, synced_at=SYNCED,
+    ) as segment:  # fmt: skip
+        for chunk in chunks:
+            segment.add(never, pages_of(chunk[:1], chunk[1:]))
+        tables = segment.finish()
+    assert [(t.name, t.rows) for t in tables] == [("orders", 4), ("orders_line_items", 5)]
+    for table in sorted(tables, key=lambda t: t.parent is None):
+        assert sink.commit(
+            NS, table.name, table.files, mode="merge", key_column="id",
+            parent_key_column=table.parent_key, parent_keys=table.parent_keys,
+            sync_id="s", segment=0,
+        )  # fmt: skip
+    assert rows(sink, "orders", "id", "name") == [(1, "c1"), (2, "a2"), (3, "b3")]
+    assert rows(sink, "orders_line_items", "order_id", "id", "sku") == [
+        (1, 10, "c"), (2, 20, "a"), (3, 30, "b"),
+    ]  # fmt: skip
+
+
+def test_segment_writer_parses_records_again_when_arrow_cannot_read_them(
+    sink: IcebergSink,
+) -> None:
+    calls = []
+    chunk = [{"id": 1, "name": "a"}, {"id": 2, "name": 5}]  # name: a string, then a number
+
+    def parse() -> list[dict]:
+        calls.append(1)
+        return [dict(r) for r in chunk]
+
+    with SegmentWriter(
+        stream(data_path="data"), sink, NS, since=None, max_cursor=None, sync_id="s",
+        segment=0, synced_at=SYNCED,
+    ) as segment:  # fmt: skip
+        segment.add(parse, pages_of(chunk))
+        (table,) = segment.finish()
+    assert calls == [1]
+    assert sink.commit(NS, "users", table.files, mode="merge", sync_id="s", segment=0)
+    assert rows(sink, "users", "id", "name") == [(1, "a"), (2, "5")]

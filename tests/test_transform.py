@@ -577,3 +577,19 @@ def test_a_single_object_to_expand_is_one_item_even_with_qualified_flatten() -> 
     assert_data(
         child, table({"order_id": (INT, [1]), "id": (INT, [5]), "product_sku": (S, ["S"])}, ["5"])
     )
+
+
+@pytest.mark.parametrize("column_type", ["timestamp", "date"])
+@pytest.mark.parametrize("role", ["primary_key", "cursor_field"])
+def test_epoch_numbers_before_year_one_are_rejected_not_a_crash(
+    column_type: str, role: str
+) -> None:
+    """-1e14 s is year -1199: read one by one it was rejected, vectorised it was kept and
+    crashed the key or cursor step; both ways now reject it."""
+    spec = {"primary_key": ["id"]} if role == "primary_key" else {"cursor_field": "id"}
+    result = transform_records(
+        stream(types={"id": column_type}, **spec), [{"id": -100_000_000_000_000}, {"id": 0}]
+    )
+    data = result.tables[0].data
+    assert data.column("id").null_count == 1
+    assert data.column("_rq_rejected").to_pylist()[0] == '{"id":-100000000000000}'

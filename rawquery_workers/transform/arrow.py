@@ -9,6 +9,7 @@ import pyarrow as pa
 from rawquery_workers.spec.models import ColumnType
 from rawquery_workers.transform.batch import REJECTED, KnownSchema
 from rawquery_workers.transform.coerce import coerce, read_values
+from rawquery_workers.transform.columnar import ArrowValues
 from rawquery_workers.transform.infer import Resolved, column_type_of, resolve_type
 from rawquery_workers.transform.parse import json_text
 
@@ -53,7 +54,7 @@ class TypedTable:
 def type_column(
     table: str | None,
     name: str,
-    values: list[object],
+    values: list[object] | ArrowValues,
     declared: ColumnType | None,
     known: KnownSchema | None,
 ) -> TypedColumn:

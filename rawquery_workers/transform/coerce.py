@@ -18,10 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rawquery_workers.spec.models import ColumnType
+from rawquery_workers.transform.columnar import ArrowValues
 from rawquery_workers.transform.parse import (
     EPOCH_MS_ABOVE,
     FALSE_TEXT,
     MAX_MICROS,
+    MIN_MICROS,
     PARSERS,
     TRUE_TEXT,
     clean_text,
@@ -48,6 +50,7 @@ _KINDS_OF_ARROW = {
     pa.string(): frozenset({str}),
 }
 _UTC = ARROW_TYPES["timestamp"]
+_EXACT = float(2**53)  # doubles below this hold every integer exactly
 _TIME = r"[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
 _ZONED = rf"^\d{{4}}-\d{{2}}-\d{{2}}{_TIME}(Z|[+-]\d{{2}}:?\d{{2}})$"
 _NAIVE = rf"^\d{{4}}-\d{{2}}-\d{{2}}({_TIME})?$"
@@ -56,14 +59,31 @@ _INT = r"^-?\d{1,18}$"
 _FLOAT = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 
 
-@dataclass(frozen=True, slots=True)
 class Values:
     """One column's raw values, their kinds (Python types, nulls left out) and, when
-    pyarrow could read them as one plain type, the same values as an Arrow array."""
+    pyarrow could read them as one plain type, the same values as an Arrow array. `raw` may
+    be given as a function: values Arrow read from the page bodies are made Python objects
+    only when a conversion needs them."""
 
-    raw: list[object]
-    kinds: Kinds
-    arrow: pa.Array | None = None
+    __slots__ = ("_raw", "arrow", "count", "kinds")
+
+    def __init__(
+        self,
+        raw: list[object] | Callable[[], list[object]],
+        kinds: Kinds,
+        arrow: pa.Array | None = None,
+        count: int | None = None,
+    ) -> None:
+        self._raw = raw
+        self.kinds = kinds
+        self.arrow = arrow
+        self.count = len(raw) if isinstance(raw, list) else count or 0
+
+    @property
+    def raw(self) -> list[object]:
+        if not isinstance(self._raw, list):
+            self._raw = self._raw()
+        return self._raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +97,9 @@ def kinds_of(values: list[object]) -> Kinds:
     return frozenset(map(type, values)) - {NoneType}
 
 
-def read_values(raw: list[object]) -> Values:
+def read_values(raw: list[object] | ArrowValues) -> Values:
+    if isinstance(raw, ArrowValues):
+        return _read_arrow(raw)
     first = next((v for v in raw if v is not None), None)
     if type(first) in (bool, int, float, str):
         try:
@@ -89,11 +111,34 @@ def read_values(raw: list[object]) -> Values:
     return Values(raw, kinds_of(raw))
 
 
+def _read_arrow(values: ArrowValues) -> Values:
+    """Values Arrow read from the page bodies. Its plain types are what `read_values` makes
+    of the same values; timestamps (strings Arrow recognised) are read from the parsed
+    values, as the Python path does."""
+    array, count = values.array, len(values.array)
+    if array.null_count == count:
+        return Values(values.python, frozenset(), None, count)
+    kinds = _KINDS_OF_ARROW.get(array.type)
+    if array.type == pa.float64() and not pc.all(pc.less(pc.abs(array), _EXACT)).as_py():
+        # an integer beyond 2**53 among floats, which Arrow rounded: `pa.array` refuses
+        # such a mix, so the parsed values are read one by one, exactly
+        return read_values(values.python())
+    if kinds is not None:
+        return Values(values.python, kinds, array, count)
+    if pa.types.is_list(array.type):
+        return Values(values.python, frozenset({list}), array, count)
+    if pa.types.is_struct(array.type):
+        return Values(values.python, frozenset({dict}), None, count)
+    if pa.types.is_timestamp(array.type):
+        return Values(values.python, frozenset({str}), array, count)
+    return read_values(values.python())
+
+
 def coerce(values: Values, target: ColumnType) -> Coerced:
     """The values as an Arrow array of `target`, with what could not be read."""
     arrow_type = ARROW_TYPES[target]
     if not values.kinds:
-        return Coerced(pa.nulls(len(values.raw), arrow_type))
+        return Coerced(pa.nulls(values.count, arrow_type))
     if values.arrow is not None:
         if values.arrow.type == arrow_type and target != "json":
             return Coerced(values.arrow)
@@ -143,6 +188,13 @@ def _from_arrow(values: Values, target: ColumnType) -> Coerced | None:
     arrow = values.arrow
     assert arrow is not None
     source = arrow.type
+    if pa.types.is_timestamp(source):  # strings Arrow read with its ISO-8601 parser
+        if target == "timestamp":
+            return Coerced(pc.cast(arrow, _UTC))
+        return coerce(read_values(values.raw), target)  # the text as written
+    if pa.types.is_list(source):
+        texts = _list_json(arrow) if target in ("json", "string") else None
+        return Coerced(texts) if texts is not None else None
     try:
         if pa.types.is_string(source):
             return _from_strings(values, arrow, target)
@@ -218,6 +270,26 @@ def _merge(values: Values, fast: pa.Array, done: pa.Array, target: ColumnType) -
     return Coerced(pc.coalesce(fast, pa.array(placed, fast.type)), slow.rejected)
 
 
+def _list_json(lists: pa.ListArray) -> pa.Array | None:
+    """Each list's JSON text as orjson writes it, for lists of strings (none needing an
+    escape), integers or booleans; None for other lists."""
+    items = lists.flatten()
+    if pa.types.is_string(items.type):
+        if pc.any(pc.match_substring_regex(items, r'[\x00-\x1f"\\]')).as_py():
+            return None
+        texts = pc.binary_join_element_wise('"', items, '"', "")
+    elif pa.types.is_integer(items.type) or pa.types.is_boolean(items.type):
+        texts = pc.cast(items, pa.string())
+    elif items.type == pa.null():
+        texts = pa.nulls(len(items), pa.string())
+    else:
+        return None
+    offsets = pc.subtract(lists.offsets, lists.offsets[0])
+    listed = pa.ListArray.from_arrays(offsets, pc.fill_null(texts, "null"), mask=lists.is_null())
+    joined = pc.binary_join(listed, ",")
+    return pc.binary_join_element_wise("[", joined, "]", "")
+
+
 def _cast(arrow_type: pa.DataType) -> Cast:
     return lambda strings: pc.cast(strings, arrow_type)
 
@@ -249,6 +321,8 @@ def _epoch_micros(numbers: pa.Array) -> pa.Array | None:
         if not pc.all(pc.less_equal(pc.abs(scaled), float(MAX_MICROS))).as_py():
             return None
         micros = pc.cast(pc.round(scaled), pa.int64())
-    if not pc.all(pc.less_equal(pc.abs(micros), MAX_MICROS)).as_py():
-        return None
+    if not pc.all(
+        pc.and_(pc.greater_equal(micros, MIN_MICROS), pc.less_equal(micros, MAX_MICROS))
+    ).as_py():
+        return None  # before year 1 or after 9999: the per-value parser rejects them
     return micros

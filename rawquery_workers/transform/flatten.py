@@ -18,9 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from rawquery_workers.spec.models import FlattenMode
 from rawquery_workers.transform.parse import clean_text
+
+if TYPE_CHECKING:
+    from rawquery_workers.transform.columnar import ArrowValues
 
 _EMPTY: dict[str, object] = {}
 SYSTEM_PREFIX = "_rq_"
@@ -28,11 +32,12 @@ SYSTEM_PREFIX = "_rq_"
 
 @dataclass(frozen=True, slots=True)
 class FlatColumn:
-    """Raw values of one output column, aligned with the input records."""
+    """Raw values of one output column, aligned with the input records (Python objects, or
+    the values Arrow read from the page bodies)."""
 
     path: tuple[str, ...]  # the keys leading to the values in the record
     name: str
-    values: list[object]
+    values: list[object] | ArrowValues
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ FALSE_TEXT = frozenset({"false", "f", "no", "n", "off", "0"})
 EPOCH_MS_ABOVE = 1e11  # an epoch number greater than this (in absolute value) is milliseconds
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
@@ -113,7 +114,7 @@ def parse_timestamp(value: object) -> datetime:
 def _from_epoch(number: float | Decimal) -> datetime:
     scale = 1_000 if abs(number) > EPOCH_MS_ABOVE else 1_000_000
     micros = number * scale if type(number) is int else round(float(number) * scale)
-    if abs(micros) > MAX_MICROS:
+    if not MIN_MICROS <= micros <= MAX_MICROS:
         raise OverflowError(number)
     return _EPOCH + timedelta(microseconds=micros)
 

@@ -7,7 +7,7 @@ are typed. User-facing rules: docs/transform.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from rawquery_workers.spec.models import Expand, Stream
 from rawquery_workers.transform.arrow import TypedColumn, TypedTable, null_column, type_column
 from rawquery_workers.transform.batch import KEY, KnownSchema, TableBatch, TransformResult
+from rawquery_workers.transform.columnar import ArrowValues, Lazy, child_items, flatten_struct
 from rawquery_workers.transform.cursor import at_or_after, greatest, latest_per_key
 from rawquery_workers.transform.expand import (
     child_rows,
@@ -26,6 +27,9 @@ from rawquery_workers.transform.expand import (
 from rawquery_workers.transform.fields import FieldRules
 from rawquery_workers.transform.flatten import FlatColumn, FlattenRules, flatten_rows
 
+ColumnValues = list[object] | ArrowValues
+Records = list[dict] | Callable[[], list[dict]]
+
 
 @dataclass(slots=True)
 class _Selection:
@@ -35,32 +39,47 @@ class _Selection:
     warnings: list[str] = field(default_factory=list)
     typed: dict[str, TypedColumn] = field(default_factory=dict)  # over all records, by name
 
-    def take(self, values: list[object]) -> list[object]:
-        return values if self.rows is None else list(map(values.__getitem__, self.rows))
+    def take(self, values: ColumnValues) -> ColumnValues:
+        if self.rows is None:
+            return values
+        if isinstance(values, ArrowValues):
+            return values.take(self.rows)
+        return list(map(values.__getitem__, self.rows))
 
 
 def transform_records(
     stream: Stream,
-    records: list[dict],
+    records: Records,
     known: Mapping[str, KnownSchema] | None = None,
     since_cursor: str | None = None,
+    parsed: pa.StructArray | None = None,
 ) -> TransformResult:
     """Shape `records` (already extracted at `data_path`) into the stream's table and its
     child tables. `known` maps table names to their current schema in the catalog;
-    `since_cursor` is the saved cursor (records before it are dropped)."""
+    `since_cursor` is the saved cursor (records before it are dropped).
+
+    `parsed`: the same records as Arrow read them from the page bodies
+    (transform/columnar.py), which spares making columns of Python objects; `records` may
+    then be a function giving them, called only if a column needs the parsed values."""
     known = known or {}
-    rows = records
-    if not frozenset(map(type, records)) <= {dict}:  # a bare value is a record {"value": v}
-        rows = [r if type(r) is dict else {"value": r} for r in records]
     flatten = FlattenRules(stream.flatten, expanded=frozenset(stream.expand))
-    columns, warnings = flatten_rows(rows, flatten)
+    if parsed is not None:
+        count = len(parsed)
+        load = records if callable(records) else lambda: records
+        columns, warnings = flatten_struct(parsed, Lazy(load), flatten)  # type: ignore[arg-type]
+    else:
+        rows = records() if callable(records) else records
+        if not frozenset(map(type, rows)) <= {dict}:  # a bare value is a record {"value": v}
+            rows = [r if type(r) is dict else {"value": r} for r in rows]
+        count = len(rows)
+        columns, warnings = flatten_rows(rows, flatten)
     columns, expanded = split_expanded(columns, stream.expand)
     rules = FieldRules.for_stream(stream)
-    chosen = _select(stream, rules, columns, known.get(stream.name), since_cursor, len(rows))
+    chosen = _select(stream, rules, columns, known.get(stream.name), since_cursor, count)
     warnings += chosen.warnings
-    count = len(rows) if chosen.rows is None else len(chosen.rows)
+    kept = count if chosen.rows is None else len(chosen.rows)
     parent, keys = _typed(
-        None, rules, columns, chosen, stream.primary_key, known.get(stream.name), warnings, count
+        None, rules, columns, chosen, stream.primary_key, known.get(stream.name), warnings, kept
     )
     key_arrays = [parent.array(k) for k in keys]
     tables = [_batch(stream.name, parent, keys, key_arrays, warnings)]
@@ -69,7 +88,7 @@ def transform_records(
         tables.append(_child(stream, name, expand, values, key_arrays, known, warnings))
     return TransformResult(
         tables=tables,
-        records_in=len(records),
+        records_in=count,
         records_dropped_by_cursor=chosen.dropped_by_cursor,
         max_cursor=chosen.max_cursor,
         warnings=warnings,
@@ -178,18 +197,27 @@ def _child(
     stream: Stream,
     field_name: str,
     expand: Expand,
-    values: list[object] | None,
+    values: ColumnValues | None,
     parent_keys: list[pa.Array],
     known: Mapping[str, KnownSchema],
     warnings: list[str],
 ) -> TableBatch:
     table = stream.child_table(field_name)
-    items = child_rows(values)
     flat_rules = FlattenRules(stream.flatten, scope=field_name)
-    columns, clashes = flatten_rows(items.rows, flat_rules, reserved=[expand.parent_key])
+    reserved = [expand.parent_key]
+    arrow = child_items(values) if isinstance(values, ArrowValues) else None
+    if arrow is not None:
+        items, owner, parsed = arrow
+        columns, clashes = flatten_struct(items, parsed, flat_rules, reserved)
+    else:
+        if isinstance(values, ArrowValues):
+            values = values.python()
+        rows = child_rows(values)
+        owner = rows.owner
+        columns, clashes = flatten_rows(rows.rows, flat_rules, reserved)
     warnings += _label(table, clashes)
     owners = parent_key_values(parent_keys)
-    link = TypedColumn(expand.parent_key, owners.take(items.owner), "string", {})  # type unused
+    link = TypedColumn(expand.parent_key, owners.take(owner), "string", {})  # type unused
     rules = FieldRules.for_child(stream, field_name)
     selection = _Selection(None)
     child_known = known.get(table)
