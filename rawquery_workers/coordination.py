@@ -144,7 +144,7 @@ def fetch(context_for: ContextFor, job: pipeline.StreamJob) -> dict[str, Any]:
     )
     return {
         "job": job.to_dict(),
-        "records_file": fetched.records_file,
+        "pages_file": fetched.pages_file,
         "records": fetched.records,
         "pages": fetched.pages,
         "next_state": fetched.next_state,
@@ -164,7 +164,7 @@ def transform(context_for: ContextFor, ref: dict[str, Any]) -> dict[str, Any]:
     ctx = context_for(job.connection).stream(job.stream)
     crash_point("transform", job.segment)
     fetched = pipeline.FetchedSegment(
-        job, ref["records_file"], ref.get("records", 0), ref["pages"], ref["next_state"]
+        job, ref["pages_file"], ref.get("records", 0), ref["pages"], ref["next_state"]
     )
     staged = pipeline.stage_segment(ctx, fetched)
     crash_point("staged", job.segment)

@@ -175,6 +175,14 @@ def records_of(bodies: list[bytes], data_path: str | None) -> list[Record]:
     return [record for body in bodies for record in extract_records(parse_json(body), data_path)]
 
 
+def records_json(records: list[Record]) -> bytes:
+    """A page's records as one JSON array, which `records_of(..., None)` reads back."""
+    try:
+        return orjson.dumps(records)
+    except TypeError:  # an integer beyond 64 bits: the standard library keeps it exact
+        return json.dumps(records, ensure_ascii=False).encode()
+
+
 def raise_graphql_errors(body: JsonValue, where: str, redactor: Redactor) -> None:
     """ResponseError with the API's messages when a GraphQL body carries `errors`."""
     errors = body.get("errors") if isinstance(body, dict) else None

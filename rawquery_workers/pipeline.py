@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from rawquery_workers.context import StreamContext
-from rawquery_workers.extract import Page, read_pages, records_of
+from rawquery_workers.extract import Page, read_pages, records_json, records_of
 from rawquery_workers.segment import CHUNK_RECORDS, SegmentWriter, WrittenTable, relaxed_gc
 from rawquery_workers.transform.batch import KEY
 from rawquery_workers.transform.columnar import PageBodies
@@ -66,10 +66,10 @@ class StreamJob:
 
 @dataclass(frozen=True, slots=True)
 class FetchedSegment:
-    """A fetched segment: its records are staged in `records_file` (JSON lines)."""
+    """A fetched segment: its pages are staged in `pages_file` (`Staging.write_pages`)."""
 
     job: StreamJob
-    records_file: str
+    pages_file: str
     records: int
     pages: int
     next_state: dict[str, Any] | None  # None: this segment ends the stream
@@ -162,24 +162,25 @@ def fetch_segment(
     ctx: StreamContext, job: StreamJob, pages: Iterator[Page] | None = None
 ) -> FetchedSegment:
     """Read pages from `job.resume` until the segment holds `segment_records` records (or
-    has fetched for `segment_seconds`), writing them to the staging area as they arrive
-    (memory holds one page, not the segment). `pages` lets an in-process caller keep one
-    page iterator across segments."""
+    has fetched for `segment_seconds`), writing each page's records (a JSON array) to the
+    staging area as they arrive (memory holds one page, not the segment). `pages` lets an
+    in-process caller keep one page iterator across segments."""
     pages = pages if pages is not None else iter_pages(ctx, job)
     count = read = 0
     next_state: dict[str, Any] | None = None
     full = _segment_full(ctx)
 
-    def records() -> Iterator[dict[str, Any]]:
+    def bodies() -> Iterator[tuple[bytes, int]]:
         nonlocal count, read, next_state
         for page in pages:
-            yield from page.records
+            if page.records:  # the records alone: the rest of a body may hold tokens
+                yield records_json(page.records), len(page.records)
             count, read, next_state = count + 1, read + len(page.records), page.next_state
             _page_event(ctx, job, count, page)
             if next_state is None or full(read):
                 return
 
-    path = ctx.staging.write_records(job.sync_id, f"{job.stream}-{job.segment}", records())
+    path = ctx.staging.write_pages(job.sync_id, f"{job.stream}-{job.segment}", bodies())
     return FetchedSegment(job, path, read, count, next_state)
 
 
@@ -188,17 +189,16 @@ def fetch_and_stage(
 ) -> StagedSegment:
     """`stage_segment(ctx, fetch_segment(ctx, job, pages))` in one pass: records are shaped
     and written a chunk at a time as their pages arrive (rawquery_workers/segment.py), so
-    memory holds one chunk of records as Python objects, not the whole segment."""
+    memory holds the page bodies of a chunk or two, not the whole segment."""
     pages = pages if pages is not None else iter_pages(ctx, job)
-    chunk = PageBodies([], [])
+    chunk = PageBodies([], [], ctx.stream.data_path)
     in_chunk = count = 0
     next_state: dict[str, Any] | None = None
     full = _segment_full(ctx)
-    data_path = ctx.stream.data_path
     with relaxed_gc(), _segment_writer(ctx, job) as segment:
         for page in pages:
-            if page.records:  # the chunk keeps the bodies; their records are parsed again
-                chunk.bodies.append(page.body)  # only if Arrow cannot read them
+            if page.records:  # the page's records are freed: the chunk keeps its body
+                chunk.bodies.append(page.body)
                 chunk.counts.append(len(page.records))
                 in_chunk += len(page.records)
             count += 1
@@ -206,9 +206,8 @@ def fetch_and_stage(
             _page_event(ctx, job, count, page)
             done = next_state is None or full(segment.records + in_chunk)
             if in_chunk and (done or in_chunk >= CHUNK_RECORDS):
-                bodies = chunk.bodies
-                segment.add(lambda b=bodies: records_of(b, data_path), chunk)
-                chunk, in_chunk = PageBodies([], []), 0
+                _add_pages(segment, chunk)
+                chunk, in_chunk = PageBodies([], [], ctx.stream.data_path), 0
             if done:
                 break
         return _staged(ctx, job, segment, count, next_state)
@@ -242,12 +241,19 @@ def iter_pages(ctx: StreamContext, job: StreamJob) -> Iterator[Page]:
 
 
 def stage_segment(ctx: StreamContext, fetched: FetchedSegment) -> StagedSegment:
-    """Shape the staged records into tables a chunk at a time, evolve the tables' schemas
-    and write Parquet files."""
+    """Shape the staged pages' records into tables a chunk at a time, evolve the tables'
+    schemas and write Parquet files."""
     with relaxed_gc(), _segment_writer(ctx, fetched.job) as segment:
-        for chunk in ctx.staging.read_records(fetched.records_file, CHUNK_RECORDS):
-            segment.add(chunk)
+        for chunk in ctx.staging.read_pages(fetched.pages_file, CHUNK_RECORDS):
+            _add_pages(segment, chunk)
         return _staged(ctx, fetched.job, segment, fetched.pages, fetched.next_state)
+
+
+def _add_pages(segment: SegmentWriter, chunk: PageBodies) -> None:
+    """Hand a chunk to the segment as its page bodies: Arrow reads them; their records are
+    parsed again (orjson) only where it cannot (docs/decisions/007)."""
+    bodies, data_path = chunk.bodies, chunk.data_path
+    segment.add(lambda: records_of(bodies, data_path), chunk)
 
 
 def _segment_writer(ctx: StreamContext, job: StreamJob) -> SegmentWriter:

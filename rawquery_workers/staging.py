@@ -1,30 +1,34 @@
-"""Side files of a sync under `<warehouse>/_rq_staging/<sync_id>/`: fetched records and key
+"""Side files of a sync under `<warehouse>/_rq_staging/<sync_id>/`: fetched pages and key
 lists that a later step (maybe on another worker) reads back. Removed when the sync ends."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import struct
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from rawquery_workers.http import parse_json
 from rawquery_workers.settings import Settings, get_settings
+from rawquery_workers.transform.columnar import PageBodies
 
 _BLOCK_BYTES = 4 * 1024 * 1024
 
 
-def _json_line(record: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-    except TypeError:  # an integer beyond 64 bits: the standard library keeps it exact
-        return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+_HEADER = struct.Struct("<QQ")  # a staged page: its record count and its body's size
+
+
+def _read_exactly(src: pa.NativeFile, size: int, path: str) -> bytes:
+    """`size` bytes of `src`, b"" at its end; a file cut short is an error naming it."""
+    data = src.read(size)
+    while len(data) < size and (more := src.read(size - len(data))):
+        data += more
+    if data and len(data) < size:
+        raise OSError(f"staging file {path} ends inside a page (truncated)")
+    return data
 
 
 class Staging:
@@ -60,33 +64,33 @@ class Staging:
         )
         return path
 
-    def write_records(self, sync_id: str, name: str, records: Iterable[dict[str, Any]]) -> str:
-        """Fetched records, as zstd-compressed JSON lines, for the transform step. `records`
-        may be a generator: they are written as they come, never held together."""
-        path = f"{self._dir(sync_id)}/{name}.jsonl.zst"
+    def write_pages(self, sync_id: str, name: str, pages: Iterable[tuple[bytes, int]]) -> str:
+        """Fetched pages (each page's records as a JSON array) with their record counts, for
+        the transform step (zstd; each page is a 16-byte header, its record count and its
+        size, then the bytes). `pages` may be a generator: they are written as they come."""
+        path = f"{self._dir(sync_id)}/{name}.pages.zst"
         self.filesystem.create_dir(self._dir(sync_id), recursive=True)
         with self.filesystem.open_output_stream(path, compression="zstd") as out:
-            for record in records:
-                out.write(_json_line(record))
+            for body, count in pages:
+                out.write(_HEADER.pack(count, len(body)))
+                out.write(body)
         return path
 
-    def read_records(self, path: str, chunk: int = 10_000) -> Iterator[list[dict[str, Any]]]:
-        """The records of `write_records`, `chunk` at a time, reading the file in blocks."""
-        rest = b""
-        records: list[dict[str, Any]] = []
-        with self.filesystem.open_input_stream(path, compression="zstd") as src:
-            while block := src.read(_BLOCK_BYTES):
-                lines = (rest + block).split(b"\n")
-                rest = lines.pop()
-                for line in lines:
-                    records.append(parse_json(line))  # type: ignore[arg-type]
-                    if len(records) >= chunk:
-                        yield records
-                        records = []
-        if rest.strip():
-            records.append(parse_json(rest))  # type: ignore[arg-type]
-        if records:
-            yield records
+    def read_pages(self, path: str, chunk: int = 10_000) -> Iterator[PageBodies]:
+        """The pages of `write_pages`, grouped until a group holds `chunk` records."""
+        group = PageBodies([], [])
+        with self.filesystem.open_input_stream(
+            path, compression="zstd", buffer_size=_BLOCK_BYTES
+        ) as src:
+            while head := _read_exactly(src, _HEADER.size, path):
+                count, size = _HEADER.unpack(head)
+                group.bodies.append(_read_exactly(src, size, path))
+                group.counts.append(count)
+                if sum(group.counts) >= chunk:
+                    yield group
+                    group = PageBodies([], [])
+        if group.bodies:
+            yield group
 
     def read_keys(self, path: str | None) -> pa.Array | None:
         if path is None:

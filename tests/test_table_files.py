@@ -245,7 +245,7 @@ def test_parents_in_key_order_leave_their_children_files_alone(sink: IcebergSink
 
 
 def pages_of(*pages: list[dict[str, object]]) -> PageBodies:
-    return PageBodies([orjson.dumps({"data": p}) for p in pages], [len(p) for p in pages])
+    return PageBodies([orjson.dumps({"data": p}) for p in pages], [len(p) for p in pages], "data")
 
 
 def never() -> list[dict]:
@@ -258,7 +258,7 @@ def test_segment_writer_reads_page_bodies_without_parsing_the_records(sink: Iceb
         [order(3, [30], "b"), order(1, [10], "c")],
     ]
     with SegmentWriter(
-        orders_stream().model_copy(update={"data_path": "data"}), sink, NS, since=None,
+        orders_stream(), sink, NS, since=None,
         max_cursor=None, sync_id="s", segment=0, synced_at=SYNCED,
     ) as segment:  # fmt: skip
         for chunk in chunks:
@@ -288,7 +288,7 @@ def test_segment_writer_parses_records_again_when_arrow_cannot_read_them(
         return [dict(r) for r in chunk]
 
     with SegmentWriter(
-        stream(data_path="data"), sink, NS, since=None, max_cursor=None, sync_id="s",
+        stream(), sink, NS, since=None, max_cursor=None, sync_id="s",
         segment=0, synced_at=SYNCED,
     ) as segment:  # fmt: skip
         segment.add(parse, pages_of(chunk))

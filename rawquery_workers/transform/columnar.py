@@ -76,10 +76,12 @@ class ArrowValues:
 
 @dataclass(frozen=True, slots=True)
 class PageBodies:
-    """The raw bodies of a chunk's pages and how many records each one gave."""
+    """The raw bodies of a chunk's pages, how many records each one gave, and where the
+    records sit in each body (the stream's data_path; None: the body is the array)."""
 
     bodies: list[bytes]
     counts: list[int]
+    data_path: str | None = None
 
 
 def read_pages(pages: PageBodies, data_path: str | None) -> pa.StructArray | None:

@@ -55,11 +55,12 @@ def test_catalog_and_staging_reach_the_bucket(s3_server: s3.S3Server, tmp_path: 
     finally:
         catalog.close()
     staging = Staging(warehouse, fileio)
-    path = staging.write_records("sync-1", "page-0", [{"id": 1}, {"id": 2}])
-    assert path == f"{bucket}/wh/_rq_staging/sync-1/page-0.jsonl.zst"
+    body = b'{"data": [{"id": 1}, {"id": 2}]}'
+    path = staging.write_pages("sync-1", "page-0", [(body, 2)])
+    assert path == f"{bucket}/wh/_rq_staging/sync-1/page-0.pages.zst"
     keys = s3_server.keys(bucket, "wh/")
     assert "wh/probe.txt" in keys
-    assert "wh/_rq_staging/sync-1/page-0.jsonl.zst" in keys
-    assert list(staging.read_records(path)) == [[{"id": 1}, {"id": 2}]]
+    assert "wh/_rq_staging/sync-1/page-0.pages.zst" in keys
+    assert [(c.bodies, c.counts) for c in staging.read_pages(path)] == [([body], [2])]
     staging.remove("sync-1")
     assert not s3_server.keys(bucket, "wh/_rq_staging/sync-1")
