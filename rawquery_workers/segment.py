@@ -204,7 +204,7 @@ class SegmentWriter:
     def _shape(
         self, records: Records, pages: PageBodies | None, known: dict[str, KnownSchema]
     ) -> TransformResult:
-        parsed = read_pages(pages, pages.data_path) if pages is not None else None
+        parsed = read_pages(pages) if pages is not None else None
         result = None
         if parsed is not None:
             # A reading of Arrow's that the Python path's conversions refuse (none is known:

@@ -84,7 +84,7 @@ def read_both(
         assert isinstance(found, list)
         records += found
         counts.append(len(found))
-    return records, read_pages(PageBodies(bodies, counts), data_path)
+    return records, read_pages(PageBodies(bodies, counts, data_path))
 
 
 def both_paths(
@@ -417,7 +417,7 @@ def test_read_pages_refuses_what_arrow_reads_differently(
     case: tuple[list[bytes], list[int], str | None],
 ) -> None:
     bodies, counts, data_path = case
-    assert read_pages(PageBodies(bodies, counts), data_path) is None
+    assert read_pages(PageBodies(bodies, counts, data_path)) is None
 
 
 def test_read_pages_reads_bare_nested_and_pretty_bodies() -> None:
@@ -429,11 +429,11 @@ def test_read_pages_reads_bare_nested_and_pretty_bodies() -> None:
         ([json.dumps({"data": records}, indent="\t").replace("\n", "\r\n").encode()], "data"),
     ]
     for bodies, data_path in layouts:
-        parsed = read_pages(PageBodies(bodies, [2]), data_path)
+        parsed = read_pages(PageBodies(bodies, [2], data_path))
         assert parsed is not None, data_path
         assert parsed.to_pylist() == [{"id": 1, "a": "x"}, {"id": 2, "a": "y"}]
     pages = data_bodies([records, [], [{"id": 3}]])
-    parsed = read_pages(PageBodies(pages, [2, 0, 1]), "data")
+    parsed = read_pages(PageBodies(pages, [2, 0, 1], "data"))
     assert parsed is not None and parsed.to_pylist()[2] == {"id": 3, "a": None}
 
 
@@ -489,7 +489,7 @@ def test_timestamp_looking_strings_stay_strings() -> None:
     """Arrow reads these as timestamps; undeclared, they are the strings as sent."""
     stamps = ["2024-01-02T03:04:05+02:00", "2024-01-02", "2024-01-02 03:04:05", None]
     records = [{"when": s, "n": i} for i, s in enumerate(stamps)]
-    parsed = read_pages(PageBodies(data_bodies([records]), [4]), "data")
+    parsed = read_pages(PageBodies(data_bodies([records]), [4], "data"))
     assert parsed is not None and pa.types.is_timestamp(parsed.type.field("when").type)
     fast, slow = both_paths(make(data_path="data", cursor_field="when"), data_bodies([records]))
     assert_same(fast, slow)

@@ -27,6 +27,7 @@ from rawquery_workers.transform.flatten import FlatColumn, FlattenRules, resolve
 
 Loader = Callable[[], list[object]]
 _WRAP = "p"  # each body is read as {"p": body}, so an array body is a field like any other
+_OPEN = b'{"' + _WRAP.encode() + b'":'
 _LONG_INTEGER = r"\d{19}"  # orjson would have been bypassed for exactness (http.parse_json)
 
 
@@ -84,14 +85,14 @@ class PageBodies:
     data_path: str | None = None
 
 
-def read_pages(pages: PageBodies, data_path: str | None) -> pa.StructArray | None:
-    """The records at `data_path` of every page, as one struct array in record order; None
-    when Arrow cannot read them exactly as the JSON parser did."""
+def read_pages(pages: PageBodies) -> pa.StructArray | None:
+    """The records of every page, as one struct array in record order; None when Arrow
+    cannot read them exactly as the JSON parser did."""
     if not pages.bodies or not any(pages.counts):
         return None
     # one copy of the bodies, read by Arrow in place: copying and freeing megabytes holds
     # the GIL the fetch loop needs
-    data = pa.py_buffer(b"".join(chain.from_iterable((b'{"p":', b, b"}\n") for b in pages.bodies)))
+    data = pa.py_buffer(b"".join(chain.from_iterable((_OPEN, b, b"}\n") for b in pages.bodies)))
     size = pa.array([0, data.size], pa.int64()).buffers()[1]
     whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, size, data])
     if pc.any(pc.match_substring_regex(whole, _LONG_INTEGER)).as_py():
@@ -109,7 +110,7 @@ def read_pages(pages: PageBodies, data_path: str | None) -> pa.StructArray | Non
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     column: pa.Array = table.column(_WRAP).combine_chunks()
-    for segment in split_path(data_path or ""):
+    for segment in split_path(pages.data_path or ""):
         if not pa.types.is_struct(column.type) or column.type.get_field_index(segment) < 0:
             return None  # a list index in the path, or a key only some pages have
         column = column.flatten()[column.type.get_field_index(segment)]
