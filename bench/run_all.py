@@ -34,6 +34,7 @@ from distributed import summary as distributed_summary  # noqa: E402
 TOKEN = "bench-token"
 PY = sys.executable
 DLT_PY = HERE / ".venv-dlt" / "bin" / "python"
+AIRBYTE_PY = HERE / ".venv-airbyte" / "bin" / "python"
 
 
 def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
@@ -59,6 +60,7 @@ def bench_sync(api: BenchApi, records: int, runs: int, out: dict[str, Any]) -> N
     first: list[dict[str, Any]] = []
     second: list[dict[str, Any]] = []
     dlt: list[dict[str, Any]] = []
+    airbyte: list[dict[str, Any]] = []
     for run in range(runs):
         print(f"run {run + 1}/{runs}", flush=True)
         for name, fn in (("httpx", httpx_json), ("urllib3", urllib3_orjson)):
@@ -73,7 +75,12 @@ def bench_sync(api: BenchApi, records: int, runs: int, out: dict[str, Any]) -> N
             with tempfile.TemporaryDirectory(prefix="dlt-bench-") as folder:
                 dlt.append(child([str(HERE / "dlt_run.py"), "--url", api.url, "--dir", folder,
                                   "--token", TOKEN], python=str(DLT_PY)))  # fmt: skip
-    out.update(raw=raw, first=first, second=second, dlt=dlt)
+        if AIRBYTE_PY.exists() and not out["skip_airbyte"]:
+            read = child([str(HERE / "airbyte_run.py"), "--url", api.url, "--token", TOKEN],
+                         python=str(AIRBYTE_PY))  # fmt: skip
+            assert read["records"] == records, read
+            airbyte.append(read)
+    out.update(raw=raw, first=first, second=second, dlt=dlt, airbyte=airbyte)
 
 
 def bench_rss(sizes: list[int], runs: int) -> dict[int, list[dict[str, Any]]]:
@@ -122,6 +129,7 @@ def report(
 ) -> str:
     n = args.records
     raw, first, second, dlt = sync["raw"], sync["first"], sync["second"], sync["dlt"]
+    airbyte = sync["airbyte"]
     httpx_med = statistics.median(raw["httpx"])
     rate = [n / r["seconds"] for r in first]
     lines = [
@@ -146,6 +154,14 @@ def report(
             f"{n / statistics.median(secs):,.0f} | {statistics.median(secs) / httpx_med:.2f} x | "
             f"{spread([r['rss_mb'] for r in rows], 'MB', 0)} |"
         )
+    if airbyte:
+        secs = [r["seconds"] for r in airbyte]
+        lines.append(
+            f"| (c') Airbyte CDK {airbyte[0]['airbyte_cdk']} declarative source, read only "
+            f"(no destination) | {spread(secs)} | - | {n / statistics.median(secs):,.0f} | "
+            f"{statistics.median(secs) / httpx_med:.2f} x | "
+            f"{spread([r['rss_mb'] for r in airbyte], 'MB', 0)} |"
+        )
     if dlt:
         secs = [r["seconds"] for r in dlt]
         lines.append(
@@ -157,6 +173,12 @@ def report(
         lines.append(f"\nrawquery first sync vs dlt: {ratio:.1f} x the records/s (target >= 5 x)")
     else:
         lines.append("\n(c) dlt: not run (bench/.venv-dlt missing or --skip-dlt)")
+    if airbyte:
+        ratio = statistics.median(rate) / (n / statistics.median(r["seconds"] for r in airbyte))
+        lines.append(f"\nrawquery first sync (into Iceberg) vs Airbyte reading alone: "
+                     f"{ratio:.1f} x the records/s")  # fmt: skip
+    else:
+        lines.append("\n(c') Airbyte: not run (bench/.venv-airbyte missing or --skip-airbyte)")
     tables = first[-1]["tables"], second[-1]["tables"]
     lines.append(f"\nIceberg after the first / second sync (last run): {tables[0]} / {tables[1]}")
     lines += ["", "(e) peak RSS of one embedded sync (child process ru_maxrss):", ""]
@@ -183,13 +205,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k records, RSS at 10k/100k")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--skip-airbyte", action="store_true")
     parser.add_argument("--skip-distributed", action="store_true")
     parser.add_argument("--no-readme", action="store_true", help="print only")
     args = parser.parse_args()
     args.records = 20_000 if args.quick else 200_000
     sizes = [10_000, 100_000] if args.quick else [100_000, 1_000_000]
     started = time.monotonic()
-    sync: dict[str, Any] = {"skip_dlt": args.skip_dlt}
+    sync: dict[str, Any] = {"skip_dlt": args.skip_dlt, "skip_airbyte": args.skip_airbyte}
     with BenchApi(records=args.records, token=TOKEN) as api:
         bench_sync(api, args.records, args.runs, sync)
     rss = bench_rss(sizes, args.runs)
