@@ -146,37 +146,32 @@ def report(
         f"{spread(raw['urllib3_cpu'])} | {n / statistics.median(raw['urllib3']):,.0f} | "
         f"{statistics.median(raw['urllib3']) / httpx_med:.2f} x | - |",
     ]
-    for label, rows in (("(b) rawquery embedded, first sync", first),
-                        ("(b) rawquery embedded, second sync (merge)", second)):  # fmt: skip
-        secs = [r["seconds"] for r in rows]
-        lines.append(
-            f"| {label} | {spread(secs)} | {spread([r['cpu'] for r in rows])} | "
-            f"{n / statistics.median(secs):,.0f} | {statistics.median(secs) / httpx_med:.2f} x | "
-            f"{spread([r['rss_mb'] for r in rows], 'MB', 0)} |"
-        )
+
+    def row(label: str, runs: list[dict[str, Any]], cpu: bool = False) -> str:
+        secs = [r["seconds"] for r in runs]
+        used = spread([r["cpu"] for r in runs]) if cpu else "-"
+        return (f"| {label} | {spread(secs)} | {used} | {n / statistics.median(secs):,.0f} | "
+                f"{statistics.median(secs) / httpx_med:.2f} x | "
+                f"{spread([r['rss_mb'] for r in runs], 'MB', 0)} |")  # fmt: skip
+
+    def times_faster(runs: list[dict[str, Any]]) -> float:
+        """rawquery's first sync in records/s over that of `runs`."""
+        return statistics.median(rate) / (n / statistics.median(r["seconds"] for r in runs))
+
+    lines.append(row("(b) rawquery embedded, first sync", first, cpu=True))
+    lines.append(row("(b) rawquery embedded, second sync (merge)", second, cpu=True))
     if airbyte:
-        secs = [r["seconds"] for r in airbyte]
-        lines.append(
-            f"| (c') Airbyte CDK {airbyte[0]['airbyte_cdk']} declarative source, read only "
-            f"(no destination) | {spread(secs)} | - | {n / statistics.median(secs):,.0f} | "
-            f"{statistics.median(secs) / httpx_med:.2f} x | "
-            f"{spread([r['rss_mb'] for r in airbyte], 'MB', 0)} |"
-        )
+        lines.append(row(f"(c') Airbyte CDK {airbyte[0]['airbyte_cdk']} declarative source, "
+                         "read only (no destination)", airbyte))  # fmt: skip
     if dlt:
-        secs = [r["seconds"] for r in dlt]
-        lines.append(
-            f"| (c) dlt {dlt[0]['dlt']} rest_api -> Iceberg (append) | {spread(secs)} | - | "
-            f"{n / statistics.median(secs):,.0f} | {statistics.median(secs) / httpx_med:.2f} x "
-            f"| {spread([r['rss_mb'] for r in dlt], 'MB', 0)} |"
-        )
-        ratio = statistics.median(rate) / (n / statistics.median(secs))
-        lines.append(f"\nrawquery first sync vs dlt: {ratio:.1f} x the records/s (target >= 5 x)")
+        lines.append(row(f"(c) dlt {dlt[0]['dlt']} rest_api -> Iceberg (append)", dlt))
+        lines.append(f"\nrawquery first sync vs dlt: {times_faster(dlt):.1f} x the records/s "
+                     "(target >= 5 x)")  # fmt: skip
     else:
         lines.append("\n(c) dlt: not run (bench/.venv-dlt missing or --skip-dlt)")
     if airbyte:
-        ratio = statistics.median(rate) / (n / statistics.median(r["seconds"] for r in airbyte))
         lines.append(f"\nrawquery first sync (into Iceberg) vs Airbyte reading alone: "
-                     f"{ratio:.1f} x the records/s")  # fmt: skip
+                     f"{times_faster(airbyte):.1f} x the records/s")  # fmt: skip
     else:
         lines.append("\n(c') Airbyte: not run (bench/.venv-airbyte missing or --skip-airbyte)")
     tables = first[-1]["tables"], second[-1]["tables"]

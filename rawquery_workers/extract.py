@@ -39,6 +39,7 @@ from rawquery_workers.paginate import PageResponse, Paginator, RequestSpec, pagi
 from rawquery_workers.redact import Redactor
 from rawquery_workers.spec.models import ParamValue, Spec, Stream
 from rawquery_workers.templating import placeholders, render
+from rawquery_workers.transform.parse import json_text
 
 Record = dict[str, JsonValue]
 _MAX_GRAPHQL_ERRORS = 5
@@ -177,10 +178,7 @@ def records_of(bodies: list[bytes], data_path: str | None) -> list[Record]:
 
 def records_json(records: list[Record]) -> bytes:
     """A page's records as one JSON array, which `records_of(..., None)` reads back."""
-    try:
-        return orjson.dumps(records)
-    except TypeError:  # an integer beyond 64 bits: the standard library keeps it exact
-        return json.dumps(records, ensure_ascii=False).encode()
+    return json_text(records).encode()
 
 
 def raise_graphql_errors(body: JsonValue, where: str, redactor: Redactor) -> None:
