@@ -19,6 +19,7 @@ test: $(BIN)/rq
 	scripts/ensure-services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 check: test

@@ -118,8 +118,8 @@ class Cluster:
         self.workers.clear()
 
     def connect(self, name: str, body: dict[str, Any]) -> None:
-        from rawquery_workers.credentials import Credentials
         from rawquery_workers.registry import open_registry
+        from rawquery_workers.spec.credentials import Credentials
 
         open_registry().create_connection(name, body, Credentials(token=TOKEN), None)
 
@@ -133,10 +133,10 @@ class Cluster:
 
     def enqueue_here(self, name: str) -> str:
         """What `rq connections sync NAME --no-wait` does, in this process (no CLI start-up)."""
-        from rawquery_workers.celery_app import enqueue_sync
-        from rawquery_workers.connections import plan_sync
-        from rawquery_workers.lease import claim
+        from rawquery_workers.distributed.celery_app import enqueue_sync
+        from rawquery_workers.distributed.lease import claim
         from rawquery_workers.registry import open_registry
+        from rawquery_workers.registry.connections import plan_sync
 
         registry = open_registry()
         sync_id, _ = plan_sync(registry, name)

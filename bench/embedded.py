@@ -53,9 +53,9 @@ def spec(url: str, page_size: int = 100, token: bool = True) -> dict[str, Any]:
 
 
 def setup(url: str, token: str | None, page_size: int) -> None:
-    from rawquery_workers.credentials import Credentials
     from rawquery_workers.errors import NotFoundError
     from rawquery_workers.registry import open_registry
+    from rawquery_workers.spec.credentials import Credentials
 
     registry = open_registry()
     try:
@@ -84,8 +84,8 @@ def table_figures() -> dict[str, Any]:
 
 
 def run(url: str, token: str | None, page_size: int, profile: str | None) -> dict[str, Any]:
-    from rawquery_workers.connections import plan_sync
-    from rawquery_workers.sync import run_sync
+    from rawquery_workers.registry.connections import plan_sync
+    from rawquery_workers.runner.sync import run_sync
 
     setup(url, token, page_size)
     from rawquery_workers.registry import open_registry

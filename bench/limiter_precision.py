@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.sup
 
 import redis  # noqa: E402
 
-from rawquery_workers.ratelimit_redis import RedisTokenBucket  # noqa: E402
-from rawquery_workers.redis_keys import rate_key  # noqa: E402
+from rawquery_workers.distributed.ratelimit_redis import RedisTokenBucket  # noqa: E402
+from rawquery_workers.distributed.redis_keys import rate_key  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 KEY = "bench"

@@ -201,8 +201,8 @@ def figures(log: list[list[float]], rate: float, burst: int, seconds: float) -> 
 
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
-    from rawquery_workers.credentials import Credentials
     from rawquery_workers.registry import open_registry
+    from rawquery_workers.spec.credentials import Credentials
 
     # Enough pages per stream that the requests past the burst take >= --seconds (+10%).
     pages = math.ceil((args.rate * args.seconds * 1.1 + args.burst) / len(STREAMS))

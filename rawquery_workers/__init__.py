@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# pyarrow's allocator (mimalloc) keeps freed pages for 10 ms by default; a sync frees a
-# segment's Arrow buffers in bursts, and returning them at once lowers peak RSS by ~15% at
-# 100k records (bench/README.md). Read when pyarrow loads, hence here; a user's value wins.
+# pyarrow's allocator (mimalloc) keeps freed pages a while by default; a sync frees Arrow
+# buffers in bursts, and returning them at once lowers peak RSS (docs/decisions/005).
+# Read when pyarrow loads, hence here; a user's value wins.
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
 
 
@@ -15,7 +15,7 @@ def __getattr__(name: str) -> Any:
     # `celery -A rawquery_workers worker` looks up `rawquery_workers.celery`; importing the
     # Celery app only then keeps `rq` and embedded mode free of it.
     if name == "celery":
-        from rawquery_workers.tasks import app
+        from rawquery_workers.distributed.tasks import app
 
         return app
     raise AttributeError(f"module 'rawquery_workers' has no attribute {name!r}")

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     # Records fetched and committed as one unit of work (one Iceberg commit per segment;
     # a failed sync resumes after its last committed segment). Rows reach the files a chunk
     # at a time, so memory is not held per record of a segment, but the commit reads the
-    # segment's keys (bench/README.md: 1M records in one segment peaked at ~1.2 x of 100k).
+    # segment's keys (docs/decisions/005: why 500k).
     # Data files per table per segment: about the table's rows / target_file_size, at least 1.
     segment_records: int = 500_000
     # A segment also ends after this many seconds of fetching: a slow or rate-limited API
@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     # stays far below Redis' one-hour visibility timeout (past it, Redis hands the task to
     # a second worker while the first still runs).
     segment_seconds: float = 600.0
+    # One HTTP request, from sending it to the last byte of its body, takes at most this
+    # long (the read timeout only bounds each wait for bytes: a server dripping a byte at a
+    # time would hold a sync forever). Past it the attempt fails like a timeout and is
+    # retried by the spec's rate_limit policy. A request after a segment's first page also
+    # ends when the segment's time is up (the next segment sends it again).
+    request_deadline_seconds: float = Field(default=300.0, gt=0)
+    # The most one response body may hold, as received and once decompressed: bodies are
+    # held in memory whole, and parsed JSON takes several times its text. 256 MiB is far
+    # above any real API page (a 50 MB single record still lands) and keeps a worker's peak
+    # near 1-2 GB even for a body that reaches it. Over it, the stream fails (not retried).
+    max_response_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # An s3:// warehouse: the endpoint of an S3-compatible store (MinIO: http://minio:9000),
     # its keys and region. Unset keys fall back to pyarrow's AWS chain (AWS_* variables,
     # ~/.aws, instance roles). They reach pyiceberg as the catalog's s3.* properties.
@@ -46,6 +57,9 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = Field(default=None, repr=False)
     s3_region: str | None = None
+    # Follow next-page URLs, Link headers and redirects to private, loopback and link-local
+    # addresses too (rawquery_workers/http/targets.py: the rule this turns off).
+    allow_private_targets: bool = False
 
     @cached_property
     def home_dir(self) -> Path:

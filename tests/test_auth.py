@@ -12,19 +12,20 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+import redis
 from pydantic import TypeAdapter
 
-from rawquery_workers.auth import (
-    ApiKeyAuthenticator,
-    BasicAuthenticator,
-    BearerAuthenticator,
-    CustomAuthenticator,
-    OAuth2Authenticator,
-    Origin,
-    build_auth,
-)
-from rawquery_workers.credentials import Credentials
+from rawquery_workers.auth import build_auth
+from rawquery_workers.auth.api_key import ApiKeyAuthenticator
+from rawquery_workers.auth.basic import BasicAuthenticator
+from rawquery_workers.auth.bearer import BearerAuthenticator
+from rawquery_workers.auth.custom import CustomAuthenticator
+from rawquery_workers.auth.oauth2 import OAuth2Authenticator
+from rawquery_workers.distributed.redis_keys import oauth_lock_key
 from rawquery_workers.errors import AuthError, RetriableError, SpecError
+from rawquery_workers.http.redact import Redactor
+from rawquery_workers.runner.locks import single_flight
+from rawquery_workers.spec.credentials import Credentials
 from rawquery_workers.spec.models import (
     ApiKeyAuth,
     Auth,
@@ -34,7 +35,9 @@ from rawquery_workers.spec.models import (
     NoAuth,
     OAuth2Auth,
 )
+from rawquery_workers.spec.origin import Origin
 from tests.support.api_server import ApiServer, RecordedRequest, Reply
+from tests.support.redis_server import RedisServer
 
 BASE = "https://api.example.com/v1"
 TOKEN_URL = "https://login.example.com/oauth/token"
@@ -444,6 +447,42 @@ def test_custom_logs_in_once_then_again_once_on_401() -> None:
     assert expired.answer(401) is None
 
 
+def test_custom_extracted_values_join_the_connection_redactor_at_once() -> None:
+    redactor = Redactor.for_auth(CustomAuth.model_validate(SESSION_SPEC), CUSTOM_CREDS)
+    auth = build_auth(
+        CustomAuth.model_validate(SESSION_SPEC), CUSTOM_CREDS, base_url=BASE, redactor=redactor
+    )
+    assert auth is not None
+    driver = Driver(auth, get())
+    assert "sess-canary-1" not in redactor.secrets
+    sent = driver.answer(200, **session_reply("sess-canary-1"))
+    assert sent is not None and "sess-canary-1" in redactor.secrets  # before it is used
+    echoed = f"{BASE}/users?page=2&s=sess-canary-1"
+    assert redactor.strip_params(echoed, by_name=False) == f"{BASE}/users?page=2"
+    assert redactor.scrub_state({"url": echoed}) == {"url": f"{BASE}/users?page=2"}
+    assert redactor.redact("session sess-canary-1 expired") == "session *** expired"
+
+
+def test_oauth2_tokens_issued_or_reloaded_join_the_connection_redactor() -> None:
+    clock = FakeClock()
+    redactor = Redactor()
+    stored = oauth_creds(
+        access_token="access-from-elsewhere", access_token_expires_at=clock.now + 1800
+    )
+    auth = OAuth2Authenticator(
+        oauth_spec(),
+        oauth_creds(access_token="access-0"),
+        base_url=BASE,
+        reload=lambda: stored,
+        clock=clock,
+        redactor=redactor,
+    )
+    assert {CLIENT_SECRET, "access-0"} <= redactor.secrets
+    driver = Driver(auth, get())
+    assert driver.answer(401) is not None  # retried with the token another worker stored
+    assert "access-from-elsewhere" in redactor.secrets
+
+
 def test_custom_without_login_templates_headers_and_params() -> None:
     spec = CustomAuth.model_validate(
         {"type": "custom", "headers": {"X-User": "{{auth.username}}"}, "params": {"sig": "x"}}
@@ -722,6 +761,49 @@ def test_oauth2_single_flight_second_worker_reuses_stored_tokens(
     assert workers[1].credentials.access_token == "access-1"
     with httpx.Client(auth=workers[1], timeout=10) as client:
         assert client.get(contacts_url(provider)).status_code == 200
+
+
+@pytest.mark.redis
+def test_oauth2_single_flight_on_the_redis_lock_lets_one_racing_worker_refresh(
+    provider: RotatingProvider, shared_redis_server: RedisServer
+) -> None:
+    """Four workers refresh at once under `locks.single_flight`: one token request."""
+    client = redis.Redis.from_url(shared_redis_server.url)
+    key = oauth_lock_key("oauth-race")
+    store: list[Credentials] = [oauth_creds()]
+
+    def refresh_lock() -> contextlib.AbstractContextManager[object]:
+        return single_flight(client, key, ttl=5)
+
+    workers = [
+        hubspot_auth(
+            provider,
+            on_credentials=store.append,
+            refresh_lock=refresh_lock,
+            reload=lambda: store[-1],
+        )
+        for _ in range(4)
+    ]
+    start = threading.Barrier(len(workers))
+    errors: list[Exception] = []
+
+    def run(worker: OAuth2Authenticator) -> None:
+        start.wait(10)
+        try:
+            worker.refresh()
+        except Exception as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len(provider.token_calls()) == 1
+    assert {worker.credentials.access_token for worker in workers} == {"access-1"}
+    assert not client.exists(key)
+    client.close()
 
 
 def test_oauth2_client_credentials_on_a_separate_identity_server(

@@ -22,8 +22,8 @@ COMMAND_DEPENDENCIES = (
     "click",
     "rawquery_workers.registry",
     "rawquery_workers.settings",
-    "rawquery_workers.spec",
-    "rawquery_workers.connections",
+    "rawquery_workers.spec.models",
+    "rawquery_workers.registry.connections",
     "rawquery_workers.cli.display",
 )
 

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from rawquery_workers.credentials import Credentials
-from rawquery_workers.preview import preview_spec
+from rawquery_workers.authoring.preview import preview_spec
+from rawquery_workers.spec.credentials import Credentials
 from rawquery_workers.spec.loading import load_spec_file, parse_spec
 from rawquery_workers.spec.models import Spec
 from tests.support.api_server import ApiServer, RecordedRequest, Reply

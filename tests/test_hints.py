@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rawquery_workers.hints import (
+from rawquery_workers.authoring.hints import (
     data_path_hint,
     looks_like_time,
     next_link,
@@ -13,7 +13,7 @@ from rawquery_workers.hints import (
     type_hints,
     walk_objects,
 )
-from rawquery_workers.jsonpath import MISSING, get_path
+from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.loading import parse_spec
 from rawquery_workers.spec.models import Stream
 

@@ -16,17 +16,22 @@ from rawquery_workers.errors import (
     RetriableError,
     SourceError,
 )
-from rawquery_workers.http import (
+from rawquery_workers.http.client import (
+    MAX_JSON_DEPTH,
+    OutOfTime,
     RetryPolicy,
     build_client,
     error_for_status,
     join_url,
     parse_retry_after,
-    same_origin,
+    response_limits,
 )
-from rawquery_workers.ratelimit import TokenBucket
-from rawquery_workers.redact import Redactor
+from rawquery_workers.http.ratelimit import TokenBucket
+from rawquery_workers.http.redact import Redactor
+from rawquery_workers.http.response_limits import ResponseLimits
+from rawquery_workers.settings import reset_settings
 from rawquery_workers.spec.models import DEFAULT_RATE_LIMIT, RateLimit
+from rawquery_workers.spec.origin import same_origin
 from tests.support.api_server import ApiServer, RecordedRequest, Reply
 from tests.support.http_helpers import (
     SECRET,
@@ -182,7 +187,7 @@ def test_redact_headers_masks_auth_headers_and_any_value_holding_a_secret() -> N
 
 
 def test_redactor_for_auth_knows_the_specs_credential_names() -> None:
-    from rawquery_workers.credentials import Credentials
+    from rawquery_workers.spec.credentials import Credentials
     from rawquery_workers.spec.models import ApiKeyAuth
 
     auth = ApiKeyAuth(type="api_key", query_param="hapikey")
@@ -441,7 +446,7 @@ def test_other_origin_gets_no_credentials(
     foreign = other_server.requests_to("/items")[0]
     assert own.header("authorization") == f"Bearer {SECRET}"
     assert foreign.header("authorization") is None
-    assert foreign.params == {"page": "2"}
+    assert foreign.params == {"page": "2", "token": "t"}  # api_key is ours; token is theirs
 
 
 def test_query_key_auth_is_not_added_on_another_origin(
@@ -490,7 +495,7 @@ def test_cookies_set_at_login_are_kept_and_go_to_base_urls_origin_only(
     api_server: ApiServer, other_server: ApiServer, client: httpx.Client
 ) -> None:
     from rawquery_workers.auth import build_auth
-    from rawquery_workers.credentials import Credentials
+    from rawquery_workers.spec.credentials import Credentials
     from rawquery_workers.spec.models import CustomAuth
 
     def login(request: RecordedRequest) -> Reply:
@@ -543,3 +548,87 @@ def test_environment_proxies_are_honoured_and_no_proxy_bypasses_them(
     monkeypatch.delenv("NO_PROXY")
     with build_client(read_timeout=5.0) as plain:
         assert plain.get(f"{api_server.url}/data").json() == {"via": "direct"}
+
+
+# --- bounds: deadline, body size, nesting, the caller's time ---------------------------------
+
+
+def test_a_response_past_the_request_deadline_is_retried_like_a_timeout(
+    api_server: ApiServer,
+) -> None:
+    api_server.route("/x", lambda req: Reply(OK.body, delay=1.0))  # the read timeout is 5 s
+    limits = ResponseLimits(deadline=0.3)
+    with build_client(read_timeout=5.0, limits=limits) as bounded:
+        api, _ = make_api(bounded, api_server.url, rate_limit=RateLimit(max_retries=1))
+        started = time.monotonic()
+        with pytest.raises(RetriableError) as info:
+            api.request("GET", "/x")
+    assert time.monotonic() - started < 2.5
+    assert "after 2 attempts: timed out (DeadlineExceeded" in str(info.value)
+    assert "request deadline of 0.3 s (RAWQUERY_REQUEST_DEADLINE_SECONDS)" in str(info.value)
+    assert len(api_server.requests_to("/x")) == 2
+
+
+def test_a_body_over_the_size_cap_is_a_response_error_sent_once(api_server: ApiServer) -> None:
+    api_server.route("/plain", lambda req: Reply({"data": ["x" * 2000]}))
+    api_server.route("/packed", lambda req: Reply({"data": ["x" * 2000]}, gzip=True))
+    with build_client(read_timeout=5.0, limits=ResponseLimits(max_bytes=1000)) as bounded:
+        api, _ = make_api(bounded, api_server.url)
+        for path, said in [("/plain", "Content-Length"), ("/packed", "decompresses (gzip)")]:
+            with pytest.raises(ResponseError) as info:
+                api.request("GET", path)
+            message = str(info.value)
+            assert said in message and "RAWQUERY_MAX_RESPONSE_BYTES=1000" in message, message
+            assert "not retried" in message
+            assert len(api_server.requests_to(path)) == 1
+
+
+def test_nesting_deeper_than_orjson_reads_is_a_response_error_sent_once(
+    api_server: ApiServer, client: httpx.Client
+) -> None:
+    api_server.route("/deep", lambda req: Reply(b"[" * 2000 + b"]" * 2000))
+    api_server.route("/edge", lambda req: Reply(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH))
+    api, _ = make_api(client, api_server.url)
+    with pytest.raises(ResponseError, match="nesting deeper than 1024 levels"):
+        api.request("GET", "/deep")
+    assert len(api_server.requests_to("/deep")) == 1
+    assert api.request("GET", "/edge").attempts == 1  # the deepest still read
+
+
+def test_finish_by_ends_a_request_in_flight_or_a_retry_wait(api_server: ApiServer) -> None:
+    api_server.route("/slow", lambda req: Reply(OK.body, delay=1.0))
+    api_server.route("/busy", lambda req: Reply({"error": "busy"}, status=503))
+    with build_client(read_timeout=5.0) as http:
+        api, recorder = make_api(http, api_server.url, rate_limit=RateLimit(backoff_base=30))
+        api.finish_by = time.monotonic() + 0.3
+        started = time.monotonic()
+        with pytest.raises(OutOfTime):
+            api.request("GET", "/slow")  # cut at finish_by, not retried
+        assert time.monotonic() - started < 0.9
+        assert len(api_server.requests_to("/slow")) == 1
+        api.finish_by = time.monotonic() + 5
+        with pytest.raises(OutOfTime):
+            api.request("GET", "/busy")  # a 503: the wait (about 15 s) would pass finish_by
+        assert len(api_server.requests_to("/busy")) == 1 and recorder.sleeps == []
+        api.finish_by = time.monotonic() - 1
+        with pytest.raises(OutOfTime):
+            api.request("GET", "/slow")  # already over: nothing is sent
+        assert len(api_server.requests_to("/slow")) == 1
+        api.finish_by = None
+        assert api.request("GET", "/slow").attempts == 1
+
+
+def test_build_client_reads_the_limits_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("RAWQUERY_REQUEST_DEADLINE_SECONDS", "RAWQUERY_MAX_RESPONSE_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    try:
+        assert response_limits() == ResponseLimits(deadline=300.0, max_bytes=256 * 1024 * 1024)
+        monkeypatch.setenv("RAWQUERY_REQUEST_DEADLINE_SECONDS", "12.5")
+        monkeypatch.setenv("RAWQUERY_MAX_RESPONSE_BYTES", "4096")
+        reset_settings()
+        assert response_limits() == ResponseLimits(deadline=12.5, max_bytes=4096)
+    finally:
+        reset_settings()

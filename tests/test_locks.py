@@ -1,5 +1,6 @@
-"""The connection locks: a Redis lease (private redis-server) and a flock file, with holders
-that are other processes, killed with SIGKILL."""
+"""The locks: the OAuth2 single flight on redis-py's Lock (private redis-server) and the
+embedded sync lock on a flock file, with holders that are other processes, killed with
+SIGKILL."""
 
 from __future__ import annotations
 
@@ -15,33 +16,26 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.lock import Lock
 
+from rawquery_workers.distributed.redis_keys import oauth_lock_key
 from rawquery_workers.errors import ConflictError, RawqueryError
-from rawquery_workers.locks import (
-    LocalFileLock,
-    LockOwner,
-    RedisLeaseLock,
-    single_flight,
-    sync_conflict,
-)
-from rawquery_workers.redis_keys import oauth_lock_key, sync_lock_key
+from rawquery_workers.runner.locks import LocalFileLock, LockOwner, single_flight, sync_conflict
 from tests.support.redis_server import RedisServer
 
-KEY = sync_lock_key("shop")
+KEY = oauth_lock_key("shop")
 
 # A holder in another process: takes the lock, says so, then blocks until killed.
-HOLD_REDIS_LEASE = """
+HOLD_REDIS_LOCK = """
 import sys, redis
-from rawquery_workers.locks import RedisLeaseLock
-lock = RedisLeaseLock(redis.Redis.from_url(sys.argv[1]), sys.argv[2], ttl=1, renew_every=0.3,
-                      sync_id="child")
-assert lock.acquire()
-print("held", flush=True)
-sys.stdin.read()
+from rawquery_workers.runner.locks import single_flight
+with single_flight(redis.Redis.from_url(sys.argv[1]), sys.argv[2], ttl=1, sync_id="child"):
+    print("held", flush=True)
+    sys.stdin.read()
 """
 HOLD_FILE_LOCK = """
 import sys
-from rawquery_workers.locks import LocalFileLock
+from rawquery_workers.runner.locks import LocalFileLock
 lock = LocalFileLock(sys.argv[1], sync_id="child")
 assert lock.acquire()
 print("held", flush=True)
@@ -85,160 +79,23 @@ def _sigkill(process: subprocess.Popen[str]) -> None:
     process.wait()
 
 
-# --- RedisLeaseLock ---------------------------------------------------------------------------
-
-
-@pytest.mark.redis
-def test_second_acquire_fails_while_held_and_says_who_holds_it(client: redis.Redis) -> None:
-    first = RedisLeaseLock(client, KEY, sync_id="abc123")
-    second = RedisLeaseLock(client, KEY, sync_id="def456")
-    assert first.acquire()
-    try:
-        assert not second.acquire()
-        owner = second.owner_info()
-        assert owner is not None
-        assert (owner.sync_id, owner.host, owner.pid) == (
-            "abc123",
-            socket.gethostname(),
-            os.getpid(),
-        )
-        assert owner.started_at == pytest.approx(time.time(), abs=5)
-        message = str(sync_conflict("shop", owner))
-        assert message.startswith("connection shop is already syncing (sync abc123 started ")
-        assert f"on {socket.gethostname()}/{os.getpid()})" in message
-        assert message.endswith("follow it with `rq connections status shop`")
-    finally:
-        first.release()
-    assert second.owner_info() is None
-    assert second.acquire()
-    second.release()
-
-
-@pytest.mark.redis
-def test_renewal_keeps_the_lease_well_past_its_ttl(client: redis.Redis) -> None:
-    holder = RedisLeaseLock(client, KEY, ttl=1, renew_every=0.3, sync_id="abc123")
-    contender = RedisLeaseLock(client, KEY, ttl=1, renew_every=0.3)
-    assert holder.acquire()
-    started = time.monotonic()
-    assert not contender.acquire(wait=2.5)  # keeps trying for 2.5 ttl's worth
-    assert time.monotonic() - started >= 2.5
-    holder.check()
-    assert 0 < client.pttl(KEY) <= 1000
-    holder.release()
-    assert contender.acquire()
-    contender.release()
-
-
-@pytest.mark.redis
-def test_a_killed_holder_lets_go_within_its_ttl(
-    redis_server: RedisServer, client: redis.Redis, holders: list[subprocess.Popen[str]]
-) -> None:
-    process = _hold_in_subprocess(holders, HOLD_REDIS_LEASE, redis_server.url, KEY)
-    contender = RedisLeaseLock(client, KEY, ttl=1, renew_every=0.3)
-    assert not contender.acquire()
-    owner = contender.owner_info()
-    assert owner is not None and (owner.sync_id, owner.pid) == ("child", process.pid)
-    _sigkill(process)
-    killed = time.monotonic()
-    assert contender.acquire(wait=3.0)
-    assert time.monotonic() - killed < 1.0 + 0.3  # ttl, plus the contender's poll step
-    contender.release()
-
-
-@pytest.mark.redis
-def test_release_never_deletes_someone_elses_lock(client: redis.Redis) -> None:
-    stale = RedisLeaseLock(client, KEY, ttl=30, renew_every=10, sync_id="old")
-    assert stale.acquire()
-    client.delete(KEY)  # as if its lease ran out while its process was frozen
-    current = RedisLeaseLock(client, KEY, sync_id="new")
-    assert current.acquire()
-    stale.release()  # compare-and-delete: not ours any more, left alone
-    owner = current.owner_info()
-    assert owner is not None and owner.sync_id == "new"
-    current.check()
-    current.release()
-    assert not client.exists(KEY)
-
-
-@pytest.mark.redis
-def test_renewal_notices_when_another_holder_took_over(client: redis.Redis) -> None:
-    lock = RedisLeaseLock(client, KEY, ttl=1, renew_every=0.1)
-    assert lock.acquire()
-    client.set(KEY, "someone else")
-    assert lock._lost.wait(timeout=2.0)  # set by the renewal thread
-    assert lock.lost and not lock.held
-    with pytest.raises(ConflictError, match="was lost"):
-        lock.check()
-    lock.release()
-    assert client.get(KEY) == b"someone else"
-
-
-@pytest.mark.redis
-def test_lease_survives_a_redis_restart(redis_server: RedisServer, client: redis.Redis) -> None:
-    lock = RedisLeaseLock(client, KEY, ttl=5, renew_every=0.1, sync_id="abc123")
-    assert lock.acquire()
-    redis_server.restart()  # every key is gone
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline and not client.exists(KEY):
-        time.sleep(0.02)  # bounded wait for the renewal thread to put the key back
-    contender = RedisLeaseLock(client, KEY)
-    assert not contender.acquire()
-    owner = contender.owner_info()
-    assert owner is not None and owner.sync_id == "abc123"
-    lock.check()
-    lock.release()
-    assert not client.exists(KEY)
-
-
-@pytest.mark.redis
-def test_lock_calls_fail_clearly_while_redis_is_down(
-    redis_server: RedisServer, client: redis.Redis
-) -> None:
-    holder = RedisLeaseLock(client, KEY)
-    assert holder.acquire()
-    redis_server.stop()
-    contender = RedisLeaseLock(client, KEY)
-    with pytest.raises(
-        RawqueryError, match=f"could not acquire lock .*Redis at {redis_server.url}"
-    ):
-        contender.acquire()
-    with pytest.raises(RawqueryError, match="RAWQUERY_REDIS_URL"):
-        contender.owner_info()
-    holder.release()  # does not raise: the lease runs out by itself
-
-
-@pytest.mark.redis
-def test_with_statement_refuses_a_held_lock(client: redis.Redis) -> None:
-    with RedisLeaseLock(client, KEY, sync_id="abc123") as lock:
-        assert lock.held
-        with pytest.raises(ConflictError, match="held by sync abc123"), RedisLeaseLock(client, KEY):
-            pass
-    assert not client.exists(KEY)
-
-
-def test_lease_must_be_renewed_before_it_runs_out() -> None:
-    with pytest.raises(ValueError):
-        RedisLeaseLock(redis.Redis(), KEY, ttl=1, renew_every=1)
-
-
-# --- single_flight ----------------------------------------------------------------------------
+# --- single_flight: redis-py's Lock -------------------------------------------------------
 
 
 @pytest.mark.redis
 def test_single_flight_runs_one_block_at_a_time(client: redis.Redis) -> None:
-    key = oauth_lock_key("shop")
     events: list[str] = []
     first_in, first_may_leave, second_in = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
-        with single_flight(client, key, ttl=5):
+        with single_flight(client, KEY, ttl=5):
             events.append("first in")
             first_in.set()
             first_may_leave.wait(10)
             events.append("first out")
 
     def second() -> None:
-        with single_flight(client, key, ttl=5, wait=10):
+        with single_flight(client, KEY, ttl=5, wait=10):
             events.append("second in")
             second_in.set()
 
@@ -252,21 +109,105 @@ def test_single_flight_runs_one_block_at_a_time(client: redis.Redis) -> None:
     for thread in threads:
         thread.join(10)
     assert events == ["first in", "first out", "second in"]
-    assert not client.exists(key)
+    assert not client.exists(KEY)
 
 
 @pytest.mark.redis
-def test_single_flight_gives_up_after_its_wait(client: redis.Redis) -> None:
-    key = oauth_lock_key("shop")
-    with single_flight(client, key, ttl=5, sync_id="abc123"):
+def test_single_flight_gives_up_after_its_wait_and_says_who_holds_it(
+    client: redis.Redis,
+) -> None:
+    with single_flight(client, KEY, ttl=5, sync_id="abc123") as lock:
+        assert isinstance(lock, Lock) and lock.owned()
+        owner = LockOwner.from_json(client.get(KEY) or b"")
+        assert owner is not None
+        assert (owner.sync_id, owner.host, owner.pid) == (
+            "abc123",
+            socket.gethostname(),
+            os.getpid(),
+        )
+        assert owner.started_at == pytest.approx(time.time(), abs=5)
         started = time.monotonic()
-        refused = pytest.raises(ConflictError, match="waited 0.2s .* held by sync abc123")
-        with refused, single_flight(client, key, ttl=5, wait=0.2):
+        refused = pytest.raises(ConflictError, match="waited 0.2s .* held by sync abc123 started ")
+        with refused, single_flight(client, KEY, ttl=5, wait=0.2):
             pass
         assert time.monotonic() - started < 2
-    with pytest.raises(KeyError), single_flight(client, key):
+    with pytest.raises(KeyError), single_flight(client, KEY):
         raise KeyError("boom")
-    assert not client.exists(key)  # released on the way out of a failing block
+    assert not client.exists(KEY)  # released on the way out of a failing block
+
+
+@pytest.mark.redis
+def test_renewal_keeps_the_lock_well_past_its_ttl(client: redis.Redis) -> None:
+    with single_flight(client, KEY, ttl=1, sync_id="abc123"):
+        started = time.monotonic()
+        with pytest.raises(ConflictError), single_flight(client, KEY, ttl=1, wait=2.5):
+            pass
+        assert time.monotonic() - started >= 2.4  # redis-py polls every 0.1 s
+        assert 0 < client.pttl(KEY) <= 1000
+    assert not client.exists(KEY)
+
+
+@pytest.mark.redis
+def test_a_killed_holder_lets_go_within_its_ttl(
+    redis_server: RedisServer, client: redis.Redis, holders: list[subprocess.Popen[str]]
+) -> None:
+    process = _hold_in_subprocess(holders, HOLD_REDIS_LOCK, redis_server.url, KEY)
+    owner = LockOwner.from_json(client.get(KEY) or b"")
+    assert owner is not None and (owner.sync_id, owner.pid) == ("child", process.pid)
+    _sigkill(process)
+    killed = time.monotonic()
+    with single_flight(client, KEY, ttl=1, wait=3.0):
+        assert time.monotonic() - killed < 1.0 + 0.3  # ttl, plus redis-py's poll step
+
+
+@pytest.mark.redis
+def test_release_never_deletes_someone_elses_lock(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    with single_flight(client, KEY, ttl=30):
+        client.set(KEY, "someone else")  # as if our ttl ran out and another holder came
+    assert client.get(KEY) == b"someone else"
+    assert "no longer ours when released" in caplog.text
+
+
+@pytest.mark.redis
+def test_renewal_notices_when_another_holder_took_over(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    with single_flight(client, KEY, ttl=0.3):
+        client.set(KEY, "someone else")
+        deadline = time.monotonic() + 3.0
+        while "lost" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)  # bounded wait for the renewal thread
+        assert "another holder took it" in caplog.text
+    assert client.get(KEY) == b"someone else"
+
+
+@pytest.mark.redis
+def test_lock_survives_a_redis_restart(redis_server: RedisServer, client: redis.Redis) -> None:
+    with single_flight(client, KEY, ttl=3, sync_id="abc123"):
+        redis_server.restart()  # every key is gone
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not client.exists(KEY):
+            time.sleep(0.02)  # bounded wait for the renewal thread to put the key back
+        owner = LockOwner.from_json(client.get(KEY) or b"")
+        assert owner is not None and owner.sync_id == "abc123"
+        with pytest.raises(ConflictError), single_flight(client, KEY, wait=0):
+            pass
+    assert not client.exists(KEY)
+
+
+@pytest.mark.redis
+def test_single_flight_fails_clearly_while_redis_is_down(
+    redis_server: RedisServer, client: redis.Redis
+) -> None:
+    redis_server.stop()
+    failed = pytest.raises(
+        RawqueryError,
+        match=f"could not acquire lock {KEY}: Redis at {redis_server.url}.*RAWQUERY_REDIS_URL",
+    )
+    with failed, single_flight(client, KEY):
+        pass
 
 
 # --- LocalFileLock ----------------------------------------------------------------------------
@@ -316,3 +257,11 @@ def test_lock_owner_round_trips_through_json() -> None:
     assert LockOwner.from_json("{torn") is None
     assert "token" not in repr(owner)
     assert owner.describe().startswith("sync abc123 started ")
+
+
+def test_sync_conflict_names_the_running_sync_and_how_to_follow_it() -> None:
+    message = str(sync_conflict("shop", LockOwner.current("abc123")))
+    assert message.startswith("connection shop is already syncing (sync abc123 started ")
+    assert f"on {socket.gethostname()}/{os.getpid()})" in message
+    assert message.endswith("follow it with `rq connections status shop`")
+    assert str(sync_conflict("shop", None)).startswith("connection shop is already syncing; ")

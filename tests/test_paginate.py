@@ -8,21 +8,20 @@ import httpx
 import pytest
 
 from rawquery_workers.errors import PaginationLoopError, ResponseError
-from rawquery_workers.jsonpath import MISSING, get_path
+from rawquery_workers.http.redact import Redactor
 from rawquery_workers.paginate import (
-    CursorPaginator,
-    LinkHeaderPaginator,
-    NextUrlPaginator,
-    OffsetPaginator,
-    PageNumberPaginator,
     PageResponse,
     Paginator,
     RequestSpec,
     SinglePagePaginator,
     paginator_for,
-    parse_link_header,
 )
-from rawquery_workers.redact import Redactor
+from rawquery_workers.paginate.cursor import CursorPaginator
+from rawquery_workers.paginate.link_header import LinkHeaderPaginator, parse_link_header
+from rawquery_workers.paginate.next_url import NextUrlPaginator
+from rawquery_workers.paginate.offset import OffsetPaginator
+from rawquery_workers.paginate.page_number import PageNumberPaginator
+from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.models import (
     CursorPagination,
     LinkHeaderPagination,
@@ -90,7 +89,7 @@ def test_offset_walks_until_a_short_page() -> None:
     request = paginator.first_request(BASE)
     assert request.params == {"sort": "id", "offset": 0, "limit": 2}
     paginator.update(page(), 2)
-    assert paginator.state() == {"offset": 2}
+    assert paginator.state()["offset"] == 2
     request = paginator.next_request(request)
     assert request is not None and request.params["offset"] == 2
     paginator.update(page(), 1)
@@ -122,7 +121,7 @@ def test_offset_advances_by_the_records_received_when_the_api_sends_more() -> No
     paginator = offset(page_size=2)
     paginator.first_request(BASE)
     paginator.update(page(), 5)
-    assert paginator.state() == {"offset": 5}
+    assert paginator.state()["offset"] == 5
 
 
 def test_offset_restore_resumes_at_the_saved_offset() -> None:
@@ -143,7 +142,7 @@ def test_page_number_with_page_size_stops_on_a_short_page() -> None:
     paginator.update(page(), 2)
     request = paginator.next_request(request)
     assert request is not None and request.params["p"] == 2
-    assert paginator.state() == {"page": 2}
+    assert paginator.state()["page"] == 2
     paginator.update(page(), 1)
     assert paginator.next_request(request) is None
 
@@ -394,3 +393,67 @@ def test_paginator_for_passes_the_api_type_and_makes_fresh_instances() -> None:
     spec = CursorPagination(type="cursor", cursor_path="n", cursor_variable="after")
     first: Paginator = paginator_for(spec, "graphql")
     assert first.api_type == "graphql" and paginator_for(spec, "graphql") is not first
+
+
+# --- the end rule of offset and page_number walks (paginate/page_end.py) -------------------
+
+
+def test_a_capped_page_size_is_followed_to_the_end() -> None:
+    # asked for 1000, the API caps at 100: pages of 100 are full pages, 87 is the last
+    paginator = offset(page_size=1000)
+    request = paginator.first_request(BASE)
+    for expected in (0, 100):
+        assert request is not None and request.params["offset"] == expected
+        paginator.update(page(), 100)
+        request = paginator.next_request(request)
+    assert request is not None and request.params["offset"] == 200
+    paginator.update(page(), 87)
+    assert paginator.next_request(request) is None
+    assert paginator.end_warning is None
+
+
+def test_total_path_ends_the_walk_and_warns_when_fewer_landed() -> None:
+    paginator = offset(page_size=2, total_path="meta.total")
+    request = paginator.first_request(BASE)
+    paginator.update(page({"meta": {"total": 4}}), 2)
+    request = paginator.next_request(request)
+    assert request is not None
+    paginator.update(page({"meta": {"total": 4}}), 2)
+    assert paginator.next_request(request) is None  # the total is reached: no empty page
+    short = offset(page_size=2, total_path="meta.total")
+    short.first_request(BASE)
+    short.update(page({"meta": {"total": 9}}), 2)
+    short.update(page({"meta": {"total": 9}}), 0)
+    assert not short.has_next_page
+    assert "reported 9 records" in (short.end_warning or "") and "received 2" in short.end_warning
+
+
+def test_has_more_path_false_ends_a_page_number_walk() -> None:
+    spec = PageNumberPagination(type="page_number", has_more_path="has_more")
+    paginator = PageNumberPaginator(spec)
+    paginator.first_request(BASE)
+    paginator.update(page({"has_more": True}), 3)
+    assert paginator.has_next_page
+    paginator.update(page({"has_more": False}), 3)
+    assert not paginator.has_next_page
+
+
+def test_the_end_rule_survives_a_resume() -> None:
+    first = offset(page_size=50)
+    first.first_request(BASE)
+    first.update(page(), 10)
+    resumed = offset(page_size=50)
+    resumed.restore(first.state())
+    resumed.first_request(BASE)
+    resumed.update(page(), 4)  # shorter than the largest page before the resume: the end
+    assert not resumed.has_next_page
+    old = offset(page_size=50)
+    old.restore({"offset": 10})  # a state saved before the rule kept its bookkeeping
+    assert old.has_next_page and old.first_request(BASE).params["offset"] == 10
+
+
+def test_a_total_that_is_not_a_count_is_an_error() -> None:
+    paginator = offset(total_path="total")
+    paginator.first_request(BASE)
+    with pytest.raises(ResponseError, match="total_path 'total'"):
+        paginator.update(page({"total": "many"}), 1)

@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
+from rawquery_workers.authoring.preview import preview_spec
 from rawquery_workers.cli.app import main
-from rawquery_workers.credentials import Credentials
 from rawquery_workers.errors import ConfigError
-from rawquery_workers.preview import preview_spec
+from rawquery_workers.spec.credentials import Credentials
 from rawquery_workers.spec.loading import parse_spec
 from tests.support.api_server import ApiServer, RecordedRequest, Reply
 

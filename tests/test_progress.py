@@ -12,7 +12,7 @@ from rich.console import Console
 
 from rawquery_workers.cli import display
 from rawquery_workers.cli.display import PlainLines, StreamView, progress_line, progress_table
-from rawquery_workers.progress import ProgressWriter, RateWindow, StreamCounts, segment_start
+from rawquery_workers.runner.progress import ProgressWriter, RateWindow, StreamCounts, segment_start
 
 
 class Clock:

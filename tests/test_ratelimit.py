@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawquery_workers.ratelimit import (
+from rawquery_workers.http.ratelimit import (
     NoLimit,
     RateLimiter,
     TokenBucket,

@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 import redis
 
-from rawquery_workers.errors import RawqueryError
-from rawquery_workers.ratelimit_redis import GCRA_RESERVE, RedisTokenBucket
-from rawquery_workers.redis_keys import (
-    beat_lock_key,
+from rawquery_workers.distributed.ratelimit_redis import GCRA_RESERVE, RedisTokenBucket
+from rawquery_workers.distributed.redis_keys import (
     oauth_lock_key,
     rate_key,
+    segment_enqueued_key,
+    step_attempts_key,
     sync_lock_key,
 )
+from rawquery_workers.errors import RawqueryError
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -189,8 +190,13 @@ def test_fractional_rate_is_held_across_threads(redis_server: RedisServer) -> No
 
 def test_every_key_of_a_connection_shares_its_hash_tag() -> None:
     keys = [rate_key("shop"), sync_lock_key("shop"), oauth_lock_key("shop")]
-    keys.append(beat_lock_key("shop", 1700000000))
+    keys += [segment_enqueued_key("shop", "s1", "orders", 2)]
+    keys += [step_attempts_key("shop", "s1", "orders", 2, "fetch")]
     assert all(key.startswith("rq:{shop}:") for key in keys)
+    assert keys[3:] == [
+        "rq:{shop}:sync:s1:orders:2:enqueued",
+        "rq:{shop}:sync:s1:orders:2:fetch:attempts",
+    ]
     assert len(set(keys)) == len(keys)
     with pytest.raises(ValueError):
         rate_key("a}b")

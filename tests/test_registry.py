@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
-from rawquery_workers.credentials import Credentials
 from rawquery_workers.errors import ConfigError, ConflictError, NotFoundError
 from rawquery_workers.registry import KEEP, Registry, dispose_engines, ensure_schema, open_registry
 from rawquery_workers.registry import db as regdb
 from rawquery_workers.settings import get_settings, reset_settings
+from rawquery_workers.spec.credentials import Credentials
 from tests.support.postgres import private_schema_url
 
 POSTGRES_URL = os.environ.get(

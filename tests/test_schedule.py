@@ -1,20 +1,17 @@
-"""Schedules: hourly/daily/weekly or five-field cron, in UTC; next firing times; Celery."""
+"""Schedules: hourly/daily/weekly or five-field cron, in UTC; next firing times; due slots."""
 
 from __future__ import annotations
 
-import pickle
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from celery import Celery
-from celery.schedules import crontab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawquery_workers.beat import UtcCrontab
+from rawquery_workers.distributed.beat import due_slot
 from rawquery_workers.errors import SpecError
-from rawquery_workers.schedule import Schedule, parse_schedule
+from rawquery_workers.registry.schedule import Schedule, parse_schedule
 
 FORMS = (
     "hourly, daily, weekly or a five-field cron expression "
@@ -52,6 +49,18 @@ def test_schedule_is_a_frozen_value() -> None:
     assert parse_schedule("daily") == schedule and hash(parse_schedule("daily")) == hash(schedule)
 
 
+def _bad(name: str, part: str, text: str, values: str) -> str:
+    return (
+        f"{name} field '{part}' in '{text}' is not valid: a {name} is {values}; "
+        "write *, a value, a range a-b, a step like */15 or a comma list of them"
+    )
+
+
+MONTHS = "1-12 or jan-dec"
+WEEKDAYS = "0-7 or sun-sat (0 and 7 are Sunday)"
+NEVER = "never fires: no month in its month field has a day in its day-of-month field"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -60,55 +69,29 @@ def test_schedule_is_a_frozen_value() -> None:
         ("every day", f"'every day' is not {FORMS} (it has 2 fields)"),
         ("* * * *", f"'* * * *' is not {FORMS} (it has 4 fields)"),
         ("0 * * * * *", f"'0 * * * * *' is not {FORMS} (it has 6 fields)"),
-        ("61 * * * *", "minute field '61' in '61 * * * *': 61 is out of range 0-59"),
-        ("0 24 * * *", "hour field '24' in '0 24 * * *': 24 is out of range 0-23"),
-        ("0 0 0 * *", "day-of-month field '0' in '0 0 0 * *': 0 is out of range 1-31"),
-        ("0 0 * 13 *", "month field '13' in '0 0 * 13 *': 13 is out of range 1-12"),
-        ("0 0 * * 8", "day-of-week field '8' in '0 0 * * 8': 8 is out of range 0-7"),
-        (
-            "0 0 * foo *",
-            "month field 'foo' in '0 0 * foo *': 'foo' is not a number or a name (jan-dec)",
-        ),
-        (
-            "0 0 * * monday",
-            "day-of-week field 'monday' in '0 0 * * monday': 'monday' is not a number or a "
-            "name (sun-sat)",
-        ),
-        ("1-x * * * *", "minute field '1-x' in '1-x * * * *': 'x' is not a number"),
-        (
-            "*/0 * * * *",
-            "minute field '*/0' in '*/0 * * * *': step '0' must be a whole number of at least 1",
-        ),
-        (
-            "*/x * * * *",
-            "minute field '*/x' in '*/x * * * *': step 'x' must be a whole number of at least 1",
-        ),
-        (
-            "5-2 * * * *",
-            "minute field '5-2' in '5-2 * * * *': range 5-2 goes backwards; write it low-high",
-        ),
-        ("1,,2 * * * *", "minute field '1,,2' in '1,,2 * * * *': a comma list has an empty item"),
-        ("*-5 * * * *", "minute field '*-5' in '*-5 * * * *': '*-5': '*' cannot start a range"),
-        (
-            "1-2-3 * * * *",
-            "minute field '1-2-3' in '1-2-3 * * * *': '1-2-3' is not *, a value, a range a-b or "
-            "a step like */15",
-        ),
-        (
-            "-1 * * * *",
-            "minute field '-1' in '-1 * * * *': '-1' is not *, a value, a range a-b or a step "
-            "like */15",
-        ),
-        (
-            "0 0 30 2 *",
-            "'0 0 30 2 *' never fires: no month in its month field has a day in its "
-            "day-of-month field",
-        ),
-        (
-            "0 0 31 4,6 *",
-            "'0 0 31 4,6 *' never fires: no month in its month field has a day in its "
-            "day-of-month field",
-        ),
+        ("61 * * * *", _bad("minute", "61", "61 * * * *", "0-59")),
+        ("0 24 * * *", _bad("hour", "24", "0 24 * * *", "0-23")),
+        ("0 0 0 * *", _bad("day-of-month", "0", "0 0 0 * *", "1-31")),
+        ("0 0 * 13 *", _bad("month", "13", "0 0 * 13 *", MONTHS)),
+        ("0 0 * * 8", _bad("day-of-week", "8", "0 0 * * 8", WEEKDAYS)),
+        ("0 0 * foo *", _bad("month", "foo", "0 0 * foo *", MONTHS)),
+        ("0 0 * * monday", _bad("day-of-week", "monday", "0 0 * * monday", WEEKDAYS)),
+        ("1-x * * * *", _bad("minute", "1-x", "1-x * * * *", "0-59")),
+        ("*/0 * * * *", _bad("minute", "*/0", "*/0 * * * *", "0-59")),
+        ("*/x * * * *", _bad("minute", "*/x", "*/x * * * *", "0-59")),
+        ("5-2 * * * *", _bad("minute", "5-2", "5-2 * * * *", "0-59")),
+        ("1,,2 * * * *", _bad("minute", "1,,2", "1,,2 * * * *", "0-59")),
+        ("*-5 * * * *", _bad("minute", "*-5", "*-5 * * * *", "0-59")),
+        ("1-2-3 * * * *", _bad("minute", "1-2-3", "1-2-3 * * * *", "0-59")),
+        ("-1 * * * *", _bad("minute", "-1", "-1 * * * *", "0-59")),
+        # cronsim's extensions are not part of the schedule grammar
+        ("0 0 L * *", _bad("day-of-month", "L", "0 0 L * *", "1-31")),
+        ("0 0 LW * *", _bad("day-of-month", "LW", "0 0 LW * *", "1-31")),
+        ("0 0 * * 5L", _bad("day-of-week", "5L", "0 0 * * 5L", WEEKDAYS)),
+        ("0 0 * * mon#1", _bad("day-of-week", "mon#1", "0 0 * * mon#1", WEEKDAYS)),
+        ("0 0 * * ?", _bad("day-of-week", "?", "0 0 * * ?", WEEKDAYS)),
+        ("0 0 30 2 *", f"'0 0 30 2 *' {NEVER}"),
+        ("0 0 31 4,6 *", f"'0 0 31 4,6 *' {NEVER}"),
     ],
 )
 def test_invalid_schedules_name_the_wrong_field(text: str, message: str) -> None:
@@ -116,6 +99,12 @@ def test_invalid_schedules_name_the_wrong_field(text: str, message: str) -> None
         parse_schedule(text)
     assert str(info.value) == f"--schedule: {message}"
     assert info.value.exit_code == 2
+
+
+def test_a_number_too_long_to_read_is_a_bad_field_not_a_crash() -> None:
+    text = "9" * 5000 + " * * * *"
+    with pytest.raises(SpecError, match="^--schedule: minute field '9+' in '9+ \\* "):
+        parse_schedule(text)
 
 
 @pytest.mark.parametrize(
@@ -159,15 +148,33 @@ def test_next_after_naive_is_utc_and_other_zones_are_converted() -> None:
     assert result == utc(2025, 3, 5, 6, 0) and result.tzinfo is UTC
 
 
-def _brute_force(schedule: Schedule, after: datetime) -> datetime:
-    fields = schedule.fields
+def _allowed(field: str, low: int, high: int) -> set[int]:
+    """What a numeric cron field allows, spelled out here independently of cronsim."""
+    allowed: set[int] = set()
+    for item in field.split(","):
+        span, _, step = item.partition("/")
+        first, _, last = span.partition("-")
+        start = low if first == "*" else int(first)
+        end = high if first == "*" or (step and not last) else int(last or first)
+        allowed.update(range(start, end + 1, int(step or 1)))
+    return allowed
+
+
+def _brute_force(cron: str, after: datetime) -> datetime:
+    """The first minute after `after` that matches `cron`, checking minute by minute."""
+    minute, hour, day, month, weekday = cron.split(" ")
+    minutes, hours = _allowed(minute, 0, 59), _allowed(hour, 0, 23)
+    days, months = _allowed(day, 1, 31), _allowed(month, 1, 12)
+    weekdays = {d % 7 for d in _allowed(weekday.replace("mon-fri", "1-5"), 0, 7)}
+    either = not day.startswith("*") and not weekday.startswith("*")  # Vixie's day rule
     t = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
     while True:
+        day_ok, weekday_ok = t.day in days, (t.weekday() + 1) % 7 in weekdays
         if (
-            t.minute in fields.minutes
-            and t.hour in fields.hours
-            and t.month in fields.months
-            and fields.day_matches(t)
+            t.minute in minutes
+            and t.hour in hours
+            and t.month in months
+            and ((day_ok or weekday_ok) if either else (day_ok and weekday_ok))
         ):
             return t
         t += timedelta(minutes=1)
@@ -186,56 +193,47 @@ def test_next_after_agrees_with_checking_every_minute(
 ) -> None:
     schedule = parse_schedule(f"{minute} {hour} {day} * {weekday}")
     start = after.replace(tzinfo=UTC)
-    assert schedule.next_after(start) == _brute_force(schedule, start)
+    assert schedule.next_after(start) == _brute_force(schedule.cron, start)
 
 
-def test_day_matching_uses_cron_weekdays() -> None:
-    fields = parse_schedule("0 0 * * 1").fields
-    assert fields.weekdays == frozenset({1})
-    assert fields.day_matches(utc(2025, 3, 10))  # a Monday
-    assert not fields.day_matches(utc(2025, 3, 9))
-    assert parse_schedule("0 0 * * 7").fields.weekdays == frozenset({0})
+def test_weekdays_count_from_sunday_and_seven_is_sunday_too() -> None:
+    monday = parse_schedule("0 0 * * 1")
+    assert monday.next_after(utc(2025, 3, 9)) == utc(2025, 3, 10)  # Sunday -> Monday
+    assert parse_schedule("0 0 * * 7").next_after(utc(2025, 3, 10)) == utc(2025, 3, 16)
 
 
-# --- Celery ----------------------------------------------------------------------------------
+def test_times_after_lists_the_firing_times_in_order() -> None:
+    times = parse_schedule("0 */8 * * *").times_after(utc(2025, 3, 5, 7, 59))
+    assert [next(times) for _ in range(4)] == [
+        utc(2025, 3, 5, 8, 0),
+        utc(2025, 3, 5, 16, 0),
+        utc(2025, 3, 6, 0, 0),
+        utc(2025, 3, 6, 8, 0),
+    ]
 
 
-def test_utc_crontab_is_a_crontab_with_the_same_fields() -> None:
-    beat = UtcCrontab(parse_schedule("*/15 9-17 * * mon-fri"))
-    assert isinstance(beat, crontab) and isinstance(beat, UtcCrontab)
-    assert beat.minute == {0, 15, 30, 45}
-    assert beat.hour == set(range(9, 18))
-    assert beat.day_of_week == {1, 2, 3, 4, 5}
-    assert beat.day_of_month == set(range(1, 32))
-    assert repr(beat) == "<UtcCrontab: */15 9-17 * * mon-fri (UTC)>"
+# --- beat's due slot -------------------------------------------------------------------------
 
 
-def test_utc_crontab_computes_in_utc_whatever_the_app_timezone() -> None:
-    app = Celery("test-schedule", set_as_current=False)
-    app.conf.timezone = "Asia/Tokyo"
-    schedule = parse_schedule("0 6 * * *")
-    now = utc(2025, 3, 5, 6, 0, 30)
-    beat = UtcCrontab(schedule, nowfun=lambda: now, app=app)
-    due, wait = beat.is_due(utc(2025, 3, 4, 6, 0))
-    assert due and wait == pytest.approx(
-        timedelta(hours=23, minutes=59, seconds=30).total_seconds()
-    )
-    due, wait = beat.is_due(utc(2025, 3, 5, 6, 0, 5))
-    assert not due and wait == pytest.approx(86370.0)
-    tokyo_morning = datetime(2025, 3, 5, 15, 0, 5, tzinfo=ZoneInfo("Asia/Tokyo"))  # 06:00:05Z
-    assert beat.remaining_estimate(tokyo_morning) == timedelta(hours=23, minutes=59, seconds=30)
+def test_due_slot_is_computed_in_utc_whatever_the_callers_timezone() -> None:
+    created = utc(2025, 3, 1)
+    tokyo = ZoneInfo("Asia/Tokyo")
+    # 15:00:30 in Tokyo is 06:00:30 UTC: the 06:00 UTC slot of the day is due
+    now = datetime(2025, 3, 5, 15, 0, 30, tzinfo=tokyo)
+    assert due_slot("0 6 * * *", None, created, now) == utc(2025, 3, 5, 6, 0)
+    last = datetime(2025, 3, 5, 15, 0, tzinfo=tokyo)  # that slot, recorded in Tokyo time
+    assert due_slot("0 6 * * *", last, created, now) is None
+    assert due_slot("0 6 * * *", last, created, now + timedelta(days=1)) == utc(2025, 3, 6, 6)
 
 
-def test_utc_crontab_uses_either_day_rule_like_cron() -> None:
-    schedule = parse_schedule("0 0 13 * fri")
-    now = utc(2025, 3, 7, 0, 0, 10)  # Friday the 7th
-    beat = UtcCrontab(schedule, nowfun=lambda: now, app=Celery("t", set_as_current=False))
-    assert beat.is_due(utc(2025, 3, 6, 0, 0)).is_due
+def test_due_slot_uses_either_day_rule_like_cron() -> None:
+    # Friday the 7th: due by the day-of-week field although the 13th is a week away
+    now = utc(2025, 3, 7, 0, 0, 10)
+    assert due_slot("0 0 13 * fri", utc(2025, 3, 6), utc(2025, 3, 1), now) == utc(2025, 3, 7)
+    assert due_slot("0 0 13 * *", utc(2025, 3, 6), utc(2025, 3, 1), now) is None
 
 
-def test_celery_schedule_survives_pickling() -> None:
-    beat = UtcCrontab(parse_schedule("weekly"))
-    copy = pickle.loads(pickle.dumps(beat))
-    assert isinstance(copy, UtcCrontab)
-    assert copy.schedule == parse_schedule("weekly")
-    assert copy == beat
+def test_due_slot_collapses_a_long_outage_into_its_latest_slot() -> None:
+    created = utc(2025, 3, 1)
+    now = utc(2025, 3, 8, 12, 34, 56)  # a week of minutely slots missed
+    assert due_slot("* * * * *", None, created, now) == utc(2025, 3, 8, 12, 34)

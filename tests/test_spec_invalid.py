@@ -29,7 +29,8 @@ AUTH_TYPES = "expected one of none, api_key, bearer, basic, oauth2, custom"
 PAGINATION_TYPES = "expected one of offset, cursor, page_number, link_header, next_url"
 COLUMN_TYPES = "string, integer, float, boolean, timestamp, date, json"
 STREAM_FIELDS = (
-    "name, endpoint, method, data_path, primary_key, cursor_field, pagination, params, query, "
+    "name, endpoint, method, data_path, primary_key, cursor_field, cursor_lookback, pagination, "
+    "params, query, "
     "variables, sync_modes, flatten, expand, fields, types"
 )
 NAME_RULE = "use letters, digits and '_', not starting with a digit (it becomes the table name)"

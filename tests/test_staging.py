@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rawquery_workers.extract import records_json, records_of
-from rawquery_workers.staging import Staging
+from rawquery_workers.paginate.extract import records_json, records_of
+from rawquery_workers.runner.staging import Staging
 
 
 def test_pages_stream_in_and_come_back_in_chunks_exactly(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rawquery_workers.segment import SegmentWriter
+from rawquery_workers.runner.segment import SegmentWriter
 from rawquery_workers.sink import IcebergSink, new_catalog
 from rawquery_workers.sink.table_files import TableFiles
 from rawquery_workers.spec.models import Stream

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from rawquery_workers.errors import TransformError
 from rawquery_workers.spec.models import Stream
 from rawquery_workers.transform import KnownSchema, TableBatch, transform_records
 from rawquery_workers.transform.coerce import coerce, read_values
@@ -103,10 +104,14 @@ def test_lifted_key_colliding_with_a_top_level_key_gets_a_suffix() -> None:
     records = [{"properties": {"id": "p1", "x": 1}, "id": 7}]
     result = transform_records(stream(flatten={"properties": "lift"}), records)
     assert_data(result.tables[0], table({"id_2": (S, ["p1"]), "x": (INT, [1]), "id": (INT, [7])}))
-    assert result.warnings == [
-        "field 'properties.id' would be column 'id', which another field already has; "
-        "stored as 'id_2'"
-    ]
+    assert (
+        result.warnings
+        == result.renames
+        == [
+            'orders: API field "properties.id" lands as column "id_2" '
+            '(it collides with column "id")'
+        ]
+    )
 
 
 def test_collision_names_do_not_depend_on_key_order() -> None:
@@ -141,6 +146,45 @@ def test_odd_keys_are_kept_and_reserved_ones_renamed() -> None:
             }
         ),
     )
+
+
+def test_names_differing_only_in_case_collide_and_lower_case_keeps_the_name() -> None:
+    """SQL engines (DuckDB in `rq query`) take `ID` and `id` for one column."""
+    upper_first = transform_records(stream(), [{"ID": "u", "id": 1}])
+    assert_data(upper_first.tables[0], table({"ID_2": (S, ["u"]), "id": (INT, [1])}))
+    lower_first = transform_records(stream(), [{"id": 1, "ID": "u"}])
+    assert_data(lower_first.tables[0], table({"id": (INT, [1]), "ID_2": (S, ["u"])}))
+    for result in (upper_first, lower_first):
+        assert result.renames == [
+            'orders: API field "ID" lands as column "ID_2" (it collides with column "id")'
+        ]
+
+
+def test_reserved_names_in_any_case_and_empty_names_are_reported() -> None:
+    result = transform_records(stream(), [{"": 1, "_RQ_KEY": 2, "_rq_x": 3}])
+    assert result.tables[0].data.column_names == ["_", "api_RQ_KEY", "api_rq_x", "_rq_rejected"]
+    reserved = "names starting with _rq_ are reserved for rawquery's columns"
+    assert (
+        result.renames
+        == result.warnings
+        == [
+            'orders: API field "" lands as column "_" (a column name cannot be empty)',
+            f'orders: API field "_RQ_KEY" lands as column "api_RQ_KEY" ({reserved})',
+            f'orders: API field "_rq_x" lands as column "api_rq_x" ({reserved})',
+        ]
+    )
+
+
+def test_a_case_variant_of_a_table_column_gets_a_suffix() -> None:
+    known = {"orders": KnownSchema(pa.schema([("email", S), ("Email_2", S)]))}
+    result = transform_records(stream(), [{"Email": "a"}], known)
+    assert result.tables[0].data.column_names == ["Email_2", "_rq_rejected"]
+    assert result.renames == [
+        'orders: API field "Email" lands as column "Email_2" (the table has column "email")'
+    ]
+    exact = transform_records(stream(), [{"email": "a"}], known)  # the table's own name
+    assert exact.tables[0].data.column_names == ["email", "_rq_rejected"]
+    assert exact.renames == []
 
 
 def test_records_that_are_not_objects_land_in_a_value_column() -> None:
@@ -213,10 +257,14 @@ def test_item_field_named_like_the_parent_key_gets_a_suffix() -> None:
     records = [{"id": 1, "line_items": [{"id": 5, "order_id": 99}]}]
     result = transform_records(stream(primary_key=["id"], expand=EXPAND), records)
     assert result.tables[1].data.column_names[:3] == ["order_id", "id", "order_id_2"]
-    assert result.warnings == [
-        "orders_line_items: field 'order_id' would be column 'order_id', which another field "
-        "already has; stored as 'order_id_2'"
-    ]
+    assert (
+        result.warnings
+        == result.renames
+        == [
+            'orders_line_items: API field "order_id" lands as column "order_id_2" '
+            '(it collides with column "order_id")'
+        ]
+    )
 
 
 def test_child_items_follow_flatten_types_include_and_rename() -> None:
@@ -299,9 +347,11 @@ def test_rename_onto_an_existing_name_moves_the_other_column() -> None:
     spec = stream(fields={"rename": {"title": "name"}})
     result = transform_records(spec, [{"name": "n", "title": "t"}])
     assert_data(result.tables[0], table({"name_2": (S, ["n"]), "name": (S, ["t"])}))
-    assert result.warnings == [
-        "column 'name' would clash with a renamed or system column; stored as 'name_2'"
-    ]
+    assert (
+        result.warnings
+        == result.renames
+        == ['orders: API field "name" lands as column "name_2" (it collides with column "name")']
+    )
 
 
 # --- types -----------------------------------------------------------------------------------
@@ -487,6 +537,41 @@ def test_child_tables_use_their_own_known_schema() -> None:
 # --- cursor and duplicates -------------------------------------------------------------------
 
 
+def test_a_key_value_that_does_not_fit_the_table_column_is_refused() -> None:
+    known = {"orders": KnownSchema(pa.schema([("id", INT)]))}
+    with pytest.raises(TransformError) as refused:
+        transform_records(stream(primary_key=["id"]), [{"id": 2**64}, {"id": 1}], known)
+    assert str(refused.value) == (
+        "stream orders: primary key column 'id' holds 18446744073709551616, which does not "
+        'fit its long column; declare "types": {"id": "string"} in the stream and re-create '
+        "the table, whose column keeps its type otherwise (rq connections delete CONNECTION "
+        "--drop-tables, then rq connect and sync again)"
+    )
+
+
+def test_a_key_value_that_does_not_fit_its_declared_type_is_refused() -> None:
+    spec = stream(primary_key=["ref"], types={"ref": "integer"}, fields={"rename": {"ref": "r"}})
+    with pytest.raises(TransformError) as refused:
+        transform_records(spec, [{"ref": "a1"}, {"ref": "b2"}, {"ref": 3}])
+    assert str(refused.value) == (
+        "stream orders: primary key 'ref' (column 'r') holds \"a1\", which does not fit its "
+        'long column (nor do 1 more of its values); declare "types": {"ref": "string"} in '
+        "the stream"
+    )
+
+
+def test_a_child_item_without_its_key_is_refused() -> None:
+    records = [{"id": 1, "line_items": [{"id": 5}, {"sku": "no id"}]}]
+    with pytest.raises(TransformError) as refused:
+        transform_records(stream(primary_key=["id"], expand=EXPAND), records)
+    assert str(refused.value) == (
+        "stream orders, table orders_line_items: 1 item has no value (missing or null) for "
+        "primary key column 'id', which every row of a keyed table needs; check that "
+        "expand.line_items.primary_key names a field every item has (names are the API's, "
+        "after flatten)"
+    )
+
+
 def test_records_before_the_saved_cursor_are_dropped_comparing_instants() -> None:
     spec = stream(cursor_field="updated", types={"updated": "timestamp"})
     records = [
@@ -549,14 +634,19 @@ def test_duplicates_without_cursor_keep_the_later_record() -> None:
     assert data.column("n").to_pylist() == ["b"]
 
 
-def test_records_without_a_key_are_all_kept_with_a_warning() -> None:
+def test_records_without_a_key_value_are_refused() -> None:
     spec = stream(primary_key=["id"])
-    result = transform_records(spec, [{"id": None}, {"x": 1}, {"id": 1}])
-    assert result.tables[0].data.column("_rq_key").to_pylist() == [None, None, "1"]
-    assert result.warnings == [
-        "orders: 2 records have no value for primary key id; they are kept but cannot be "
-        "deduplicated"
-    ]
+    with pytest.raises(TransformError) as refused:
+        transform_records(spec, [{"id": None}, {"x": 1}, {"id": 1}])
+    assert str(refused.value) == (
+        "stream orders: 2 records have no value (missing or null) for primary key column "
+        "'id', which every row of a keyed table needs; check that primary_key names a field "
+        "every record has (names are the API's, after flatten)"
+    )
+    # Only the records kept count: one the saved cursor drops is no problem.
+    spec = stream(primary_key=["id"], cursor_field="v")
+    result = transform_records(spec, [{"id": None, "v": 1}, {"id": 2, "v": 5}], since_cursor="3")
+    assert result.tables[0].data.column("_rq_key").to_pylist() == ["2"]
 
 
 def test_lone_surrogates_from_json_escapes_do_not_break_utf8() -> None:
@@ -585,11 +675,15 @@ def test_epoch_numbers_before_year_one_are_rejected_not_a_crash(
     column_type: str, role: str
 ) -> None:
     """-1e14 s is year -1199: read one by one it was rejected, vectorised it was kept and
-    crashed the key or cursor step; both ways now reject it."""
+    crashed the key or cursor step; both ways now reject it (a key value that is rejected
+    refuses the batch: keys.py)."""
     spec = {"primary_key": ["id"]} if role == "primary_key" else {"cursor_field": "id"}
-    result = transform_records(
-        stream(types={"id": column_type}, **spec), [{"id": -100_000_000_000_000}, {"id": 0}]
-    )
+    records: list[dict[str, Any]] = [{"id": -100_000_000_000_000}, {"id": 0}]
+    if role == "primary_key":
+        with pytest.raises(TransformError, match="holds -100000000000000, which does not fit"):
+            transform_records(stream(types={"id": column_type}, **spec), records)
+        return
+    result = transform_records(stream(types={"id": column_type}, **spec), records)
     data = result.tables[0].data
     assert data.column("id").null_count == 1
     assert data.column("_rq_rejected").to_pylist()[0] == '{"id":-100000000000000}'

@@ -23,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-from rawquery_workers.http import parse_json
-from rawquery_workers.jsonpath import get_path
+from rawquery_workers.errors import TransformError
+from rawquery_workers.http.client import parse_json
+from rawquery_workers.spec.jsonpath import get_path
 from rawquery_workers.spec.models import Stream
 from rawquery_workers.transform import REJECTED, KnownSchema, TransformResult, transform_records
 from rawquery_workers.transform.coerce import ARROW_TYPES
@@ -67,6 +68,7 @@ def assert_same(fast: TransformResult, slow: TransformResult) -> None:
         assert same_array(f.parent_keys, s.parent_keys), (f.parent_keys, s.parent_keys)
         assert f.retypable == s.retypable
     assert fast.warnings == slow.warnings
+    assert fast.renames == slow.renames
     assert fast.max_cursor == slow.max_cursor
     assert fast.records_dropped_by_cursor == slow.records_dropped_by_cursor
     assert fast.records_in == slow.records_in
@@ -258,6 +260,11 @@ def cases(draw: st.DrawFn) -> Case:
         scalars = [n for n, k in fields.items() if k in ("int", "str", "bool") and n != "id"]
         if scalars and draw(st.booleans()):
             spec["primary_key"].append(draw(st.sampled_from(scalars)))
+        if draw(st.integers(0, 3)):  # mostly every key value present: a null one refuses all
+            for record in records:
+                for name in spec["primary_key"]:
+                    if record.get(name) is None:
+                        record[name] = draw(values(fields[name]))
     expandable = [n for n, k in fields.items() if isinstance(k, tuple) or k.startswith("list")]
     expanded = None
     if expandable and spec.get("primary_key") and draw(st.booleans()):
@@ -326,9 +333,10 @@ def check(case: Case) -> str:
     assert len(parsed) == len(records)
     try:
         slow = transform_records(stream, records, case.known, case.since)
-    except Exception as error:  # a bug of both paths: the Arrow path must raise it too
-        with pytest.raises(type(error)):
+    except Exception as error:  # refused (or a bug of both paths): the Arrow path too
+        with pytest.raises(type(error)) as same:
             transform_records(stream, records, case.known, case.since, parsed=parsed)
+        assert str(same.value) == str(error)
         return "arrow"
     fast = transform_records(stream, records, case.known, case.since, parsed=parsed)
     assert_same(fast, slow)
@@ -514,7 +522,7 @@ def test_expanded_items_and_keys_are_the_same() -> None:
         {"id": 1, "items": [{"id": 10, "p": {"q": 1}}, {"id": 11}], "at": 3},
         {"id": 2, "items": [], "at": 1},
         {"id": 1, "items": [{"id": 12, "p": {"q": 2, "r": "s"}}], "at": 5},
-        {"id": None, "items": None, "at": 2},
+        {"id": 4, "items": None, "at": 2},
         {"id": 3, "at": 4},
     ]
     stream = make(
@@ -527,9 +535,49 @@ def test_expanded_items_and_keys_are_the_same() -> None:
     fast, slow = both_paths(stream, data_bodies([records[:2], records[2:]]), since="2")
     assert_same(fast, slow)
     parent, child = fast.tables
-    assert parent.data.column("id").to_pylist() == [1, None, 3]
+    assert parent.data.column("id").to_pylist() == [1, 4, 3]
     assert child.data.column_names[:3] == ["order_id", "id", "p_q"]
-    assert child.parent_keys is not None and child.parent_keys.to_pylist() == [1, 3]
+    assert child.parent_keys is not None and child.parent_keys.to_pylist() == [1, 4, 3]
+
+
+def test_renames_are_reported_the_same_on_both_paths() -> None:
+    records = [
+        {"id": 1, "ID": "u", "": "e", "_rq_key": "k", "name": "n", "title": "t",
+         "items": [{"id": 10, "order_id": 99, "Order_ID": 98}]},
+        {"id": 2, "ID": "v", "": "f", "_rq_key": "l", "name": "m", "title": "s", "items": []},
+    ]  # fmt: skip
+    stream = make(
+        data_path="data",
+        primary_key=["id"],
+        expand={"items": {"primary_key": "id", "parent_key": "order_id"}},
+        fields={"rename": {"title": "name"}},
+    )
+    fast, slow = both_paths(stream, data_bodies([records]))
+    assert_same(fast, slow)
+    reserved = "names starting with _rq_ are reserved for rawquery's columns"
+    assert fast.renames == [
+        's: API field "ID" lands as column "ID_2" (it collides with column "id")',
+        's: API field "" lands as column "_" (a column name cannot be empty)',
+        f's: API field "_rq_key" lands as column "api_rq_key" ({reserved})',
+        's: API field "name" lands as column "name_2" (it collides with column "name")',
+        's_items: API field "order_id" lands as column "order_id_2" '
+        '(it collides with column "order_id")',
+        's_items: API field "Order_ID" lands as column "Order_ID_3" '  # _2 folds as order_id_2
+        '(it collides with column "order_id")',
+    ]
+
+
+def test_a_null_key_is_refused_the_same_on_both_paths() -> None:
+    stream = make(data_path="data", primary_key=["id"])
+    records, parsed = read_both(data_bodies([[{"id": 1}, {"id": None}, {"x": 2}]]), "data")
+    assert parsed is not None
+    messages = []
+    for arrow in (parsed, None):
+        with pytest.raises(TransformError) as refused:
+            transform_records(stream, records, parsed=arrow)
+        messages.append(str(refused.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("stream s: 2 records have no value (missing or null)")
 
 
 def test_timestamp_cursor_drops_earlier_records() -> None:

@@ -133,7 +133,12 @@ def test_declared_types_are_honoured(records: list[dict[str, Any]], types: dict[
 @SETTINGS
 @given(st.lists(st.one_of(st.none(), st.lists(JSON, max_size=4), st.just("missing")), max_size=8))
 def test_child_rows_match_array_lengths(arrays: list[Any]) -> None:
-    records = [{"id": i} if a == "missing" else {"id": i, "items": a} for i, a in enumerate(arrays)]
+    def items(a: list[Any] | None) -> list[Any] | None:  # every item has its key (keys.py)
+        return None if a is None else [{"id": j, "v": item} for j, item in enumerate(a)]
+
+    records = [
+        {"id": i} if a == "missing" else {"id": i, "items": items(a)} for i, a in enumerate(arrays)
+    ]
     expand = {"items": {"primary_key": "id", "parent_key": "parent_id"}}
     parent, child = transform_records(make(primary_key=["id"], expand=expand), records).tables
     assert "items" not in parent.data.column_names

@@ -8,18 +8,29 @@ from __future__ import annotations
 import datetime
 import gzip
 import ipaddress
+import re
 import socket
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from rawquery_workers.http import build_client
-from rawquery_workers.transport import StdlibTransport, _direct_transport, send
+from rawquery_workers.http.client import build_client
+from rawquery_workers.http.response_limits import (
+    NOT_AFTER,
+    BoundedTransport,
+    DeadlineExceeded,
+    ResponseLimits,
+    ResponseTooLarge,
+    zstandard,
+)
+from rawquery_workers.http.transport import StdlibTransport, _direct_transport, send
 
 
 class RawServer:
@@ -310,7 +321,7 @@ def test_bare_lf_folded_headers_and_a_status_without_reason(client: httpx.Client
     assert server.connections == 1
 
 
-def test_gzip_over_chunked_is_decoded_above_the_transport(client: httpx.Client) -> None:
+def test_gzip_over_chunked_is_decoded(client: httpx.Client) -> None:
     packed = gzip.compress(b'{"data": [1, 2, 3]}')
     body = chunked(packed[:10], packed[10:])
     headers = ("Transfer-Encoding: chunked", "Content-Encoding: gzip")
@@ -471,3 +482,130 @@ def test_https_keeps_alive_and_checks_the_certificate(certificate: tuple[Path, P
         pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
     ):
         default.get(f"{server.url}/x")
+
+
+# --- bounds: the request deadline, the body cap, bounded decoding --------------------------
+
+
+class DripServer(RawServer):
+    """Answers each request with `at_once`, then `dripped` a byte every `pause` seconds
+    until the client hangs up: the answer is always on its way, never late by the read
+    timeout."""
+
+    def __init__(self, at_once: bytes, dripped: bytes, pause: float = 0.05) -> None:
+        super().__init__(per_connection=1)
+        self.at_once, self.dripped, self.pause = at_once, dripped, pause
+
+    def _serve(self) -> None:
+        while (conn := self._accept()) is not None:
+            with conn, conn.makefile("rb") as reader:
+                if _read_head(reader):
+                    self.requests += 1
+                    try:
+                        conn.sendall(self.at_once)
+                        for byte in self.dripped:
+                            conn.sendall(bytes([byte]))
+                            time.sleep(self.pause)
+                    except OSError:
+                        pass
+
+
+def bounded(**limits: Any) -> httpx.Client:
+    return build_client(read_timeout=5.0, limits=ResponseLimits(**limits))
+
+
+@pytest.mark.parametrize("dripped", ["head", "body"])
+def test_a_response_dripped_byte_by_byte_ends_at_the_deadline(dripped: str) -> None:
+    head, body = b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n", b"x" * 200
+    at_once, drip = (b"", head + body) if dripped == "head" else (head, body)
+    with DripServer(at_once, drip) as server, bounded(deadline=0.4) as client:
+        request = client.build_request("GET", f"{server.url}/x")
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as info:
+            client.send(request)
+    assert 0.35 < time.monotonic() - started < 2
+    assert not info.value.caller and info.value.request is request
+    assert "request deadline of 0.4 s (RAWQUERY_REQUEST_DEADLINE_SECONDS)" in str(info.value)
+
+
+def test_the_callers_instant_ends_a_request_sooner() -> None:
+    with DripServer(b"", answer(b"x" * 100)) as server, bounded(deadline=30) as client:
+        request = client.build_request(
+            "GET", f"{server.url}/x", extensions={NOT_AFTER: time.monotonic() + 0.3}
+        )
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as info:
+            client.send(request)
+    assert info.value.caller and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000000000\r\n\r\n{", "declares a body of"),
+        (answer(chunked(b"x" * 600, b"y" * 600), "Transfer-Encoding: chunked"), "over the limit"),
+        (answer(b"FFFFFFFFFFFFFFFF\r\n", "Transfer-Encoding: chunked"), "over the limit"),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * 1500, "over the limit"),
+        (answer(gzip.compress(bytes(5000)), "Content-Encoding: gzip"), "decompresses (gzip)"),
+        (answer(zlib.compress(bytes(5000)), "Content-Encoding: deflate"), "(deflate)"),
+    ],
+    ids=["content-length", "chunked", "huge-chunk", "until-close", "gzip", "deflate"],
+)
+def test_a_body_over_the_cap_fails_as_it_passes_it(reply: bytes, message: str) -> None:
+    scripted = ScriptedServer(reply, answer(), close_after=frozenset({0}))
+    with scripted as server, bounded(max_bytes=1000) as client:
+        with pytest.raises(ResponseTooLarge, match=re.escape(message)) as info:
+            client.get(f"{server.url}/x")
+        assert "RAWQUERY_MAX_RESPONSE_BYTES=1000" in str(info.value)
+        assert client.get(f"{server.url}/x").json() == {}  # a fresh connection works
+
+
+def test_content_codings_are_decoded_under_the_cap() -> None:
+    data = b'{"data": [1, 2, 3]}' * 40  # 760 bytes, under the cap of 1000
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    encoded = [
+        ("gzip", gzip.compress(data)),
+        ("deflate", zlib.compress(data)),
+        ("deflate", raw_deflate.compress(data) + raw_deflate.flush()),  # as some servers do
+        ("gzip, identity", gzip.compress(data)),
+        ("deflate, gzip", gzip.compress(zlib.compress(data))),  # applied in order
+        ("x-unknown", data),  # skipped, as httpx does
+    ]
+    if zstandard is not None:
+        encoded.append(("zstd", zstandard.ZstdCompressor().compress(data)))
+    answers = [answer(body, f"Content-Encoding: {coding}") for coding, body in encoded]
+    with ScriptedServer(*answers) as server, bounded(max_bytes=1000) as client:
+        for coding, _ in encoded:
+            response = client.get(f"{server.url}/x")
+            assert response.content == data, coding
+            assert "content-encoding" not in response.headers  # httpx must not decode again
+
+
+def test_a_gzip_bomb_is_stopped_a_step_past_the_cap() -> None:
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=9)  # 64 MiB of zeros in ~64 KB
+    scripted = ScriptedServer(answer(bomb, "Content-Encoding: gzip"))
+    with scripted as server, bounded(max_bytes=4 << 20) as client:
+        started = time.monotonic()
+        with pytest.raises(ResponseTooLarge):
+            client.get(f"{server.url}/x")
+        assert time.monotonic() - started < 5  # a few steps of inflating, not 64 MiB more
+
+
+def test_another_transports_responses_are_bounded_too() -> None:
+    """The proxy transports httpx provides are wrapped in BoundedTransport."""
+    data = b'{"ok": "' + b"x" * 200 + b'"}'  # 211 bytes, 38 packed
+    packed = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, headers={"Content-Encoding": "gzip"}, content=gzip.compress(data)
+        )
+    )
+    with httpx.Client(transport=BoundedTransport(packed, ResponseLimits(max_bytes=300))) as c:
+        response = c.get("http://api.example/x")
+        assert response.content == data and "content-encoding" not in response.headers
+    tight = BoundedTransport(packed, ResponseLimits(max_bytes=100))
+    with httpx.Client(transport=tight) as c, pytest.raises(ResponseTooLarge, match="decomp"):
+        c.get("http://api.example/x")
+    later = httpx.MockTransport(lambda request: httpx.Response(200, content=data))
+    transport = BoundedTransport(later, ResponseLimits(deadline=10))
+    with httpx.Client(transport=transport) as c, pytest.raises(DeadlineExceeded):
+        c.get("http://api.example/x", extensions={NOT_AFTER: time.monotonic() - 1})

@@ -11,10 +11,10 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from rawquery_workers.cli import secrets_cmd
-from rawquery_workers.credentials import Credentials
 from rawquery_workers.errors import ConfigError
 from rawquery_workers.registry import Vault, dispose_engines, load_vault, open_registry
 from rawquery_workers.settings import get_settings, reset_settings
+from rawquery_workers.spec.credentials import Credentials
 
 WRONG_KEY_MESSAGE = (
     "stored credentials cannot be decrypted with RAWQUERY_SECRET_KEY: the key is wrong or "

@@ -1,6 +1,7 @@
 """What every auth shares: the origin rule, the sync flow driver and safe error text.
 
-Each auth kind is one `httpx.Auth` subclass (see `rawquery_workers.auth.build_auth`). Its
+Each auth kind is one `httpx.Auth` subclass, built by its spec model's `authenticator`
+(`spec.models.AuthKind`) from the connection's credentials and `AuthContext`. Its
 flow is a generator in httpx's own style: yield a request, receive its response, and on a
 401 refresh or log in again and yield the request once more. Token and login calls are
 yielded through the same flow, so a test can drive a flow by hand with no I/O.
@@ -26,47 +27,40 @@ token or login call is in flight, which must not block an event loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from rawquery_workers.errors import AuthError
-from rawquery_workers.redact import Redactor
+from rawquery_workers.http.redact import Redactor
+from rawquery_workers.spec.credentials import Credentials, flag_for
+from rawquery_workers.spec.origin import Origin
 
 Flow = Generator[httpx.Request, httpx.Response, None]
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-# The `rq connect` flag that supplies each credential, for "connection needs ..." messages.
-FLAG_FOR = {
-    "token": "--auth-token",
-    "username": "--auth-user",
-    "password": "--auth-pass",
-    "client_id": "--client-id",
-    "client_secret": "--client-secret",
-    "refresh_token": "--refresh-token",
-    "auth.token": "--auth-token",
-    "auth.username": "--auth-user",
-    "auth.password": "--auth-pass",
-}
+CredentialsHook = Callable[[Credentials], None]
+LockFactory = Callable[[], AbstractContextManager[object]]
+Reload = Callable[[], Credentials]
 
 
 @dataclass(frozen=True, slots=True)
-class Origin:
-    """The (scheme, host, port) of a URL: where credentials may be sent."""
+class AuthContext:
+    """What a connection gives the auth flow of its spec (`AuthKind.authenticator`).
 
-    scheme: str
-    host: str
-    port: int | None
+    `on_credentials` persists newly issued tokens before they are used; `refresh_lock` and
+    `reload` make a token refresh single-flight across workers; `token_client` sends a
+    refresh made outside a request; `redactor` (the connection's) learns every value a flow
+    obtains the moment it has it. A kind uses the hooks it needs and ignores the others.
+    """
 
-    @classmethod
-    def of(cls, url: str | httpx.URL) -> Origin:
-        parsed = httpx.URL(url) if isinstance(url, str) else url
-        scheme = parsed.scheme.lower()
-        port = parsed.port if parsed.port is not None else DEFAULT_PORTS.get(scheme)
-        return cls(scheme, parsed.host.lower(), port)
+    base_url: str
+    on_credentials: CredentialsHook | None = None
+    refresh_lock: LockFactory | None = None
+    reload: Reload | None = None
+    token_client: httpx.Client | None = None
+    redactor: Redactor | None = None
 
 
 class OriginBoundAuth(httpx.Auth):
@@ -131,7 +125,7 @@ def drive(flow: Flow, client: httpx.Client) -> httpx.Response | None:
 
 def missing_error(auth_type: str, names: Iterable[str]) -> AuthError:
     """The AuthError for credentials the connection was created without (names only)."""
-    flags = sorted({FLAG_FOR.get(name, name) for name in names})
+    flags = sorted({flag_for(name) for name in names})
     return AuthError(
         f"connection needs {', '.join(flags)} (auth type {auth_type}); "
         f"give {'it' if len(flags) == 1 else 'them'} with `rq connections update NAME "

@@ -7,7 +7,7 @@ from base64 import b64encode
 import httpx
 
 from rawquery_workers.auth.base import Flow, OriginBoundAuth, missing_error
-from rawquery_workers.credentials import Credentials
+from rawquery_workers.spec.credentials import Credentials
 
 
 class BasicAuthenticator(OriginBoundAuth):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from rawquery_workers.auth.base import Flow, OriginBoundAuth, missing_error
-from rawquery_workers.credentials import Credentials
+from rawquery_workers.spec.credentials import Credentials
 
 
 class BearerAuthenticator(OriginBoundAuth):

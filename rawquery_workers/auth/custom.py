@@ -8,7 +8,11 @@ the same auth names plus the extracted ones.
 
 The login happens lazily, before the first request, and once more when a request is
 answered 401 (the session expired); the retried request's second 401 is handed back to
-the client. Templating substitutes values only (see `rawquery_workers.templating`).
+the client. Templating substitutes values only (see `rawquery_workers.spec.templating`).
+
+Extracted values are secrets: each joins the connection's redactor as soon as it is read,
+so an API echoing a session token (into a next-page link, an error message) is masked, and
+stripped from any paginator state that is stored or sent to a worker.
 """
 
 from __future__ import annotations
@@ -18,19 +22,14 @@ import threading
 import httpx
 from pydantic import JsonValue
 
-from rawquery_workers.auth.base import (
-    FLAG_FOR,
-    Flow,
-    OriginBoundAuth,
-    missing_error,
-    safe_url,
-)
-from rawquery_workers.credentials import Credentials
+from rawquery_workers.auth.base import Flow, OriginBoundAuth, missing_error, safe_url
 from rawquery_workers.errors import AuthError, RetriableError, SourceError
-from rawquery_workers.jsonpath import MISSING, get_path
-from rawquery_workers.redact import Redactor
+from rawquery_workers.http.client import error_for_status
+from rawquery_workers.http.redact import Redactor
+from rawquery_workers.spec.credentials import Credentials, flag_for
+from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.models import CustomAuth, PreRequest
-from rawquery_workers.templating import placeholders, render
+from rawquery_workers.spec.templating import render
 
 Session = dict[str, str]
 
@@ -38,13 +37,21 @@ Session = dict[str, str]
 class CustomAuthenticator(OriginBoundAuth):
     requires_response_body = True  # the login response is parsed inside the flow
 
-    def __init__(self, spec: CustomAuth, credentials: Credentials, *, base_url: str) -> None:
+    def __init__(
+        self,
+        spec: CustomAuth,
+        credentials: Credentials,
+        *,
+        base_url: str,
+        redactor: Redactor | None = None,
+    ) -> None:
         super().__init__(base_url)
         self._spec = spec
         self._names = credentials.template_names()
-        if missing := sorted(n for n in _auth_names_used(spec) if n not in self._names):
+        if missing := sorted(n for n in spec.auth_names() if n not in self._names):
             raise missing_error("custom", missing)
-        self._redactor = Redactor(credentials.secrets())
+        self._redactor = redactor if redactor is not None else Redactor()
+        self._redactor.add_secrets(*credentials.secrets())
         self._session: Session | None = None
         self._lock = threading.Lock()
 
@@ -112,27 +119,16 @@ class CustomAuthenticator(OriginBoundAuth):
                     "login response"
                 )
             session[name] = value if isinstance(value, str) else str(value)
+            self._redactor.add_secrets(session[name])
         return session
 
 
 def _login_error(where: str, status: int, pre: PreRequest) -> SourceError:
-    if status == 429 or status >= 500:
+    if error_for_status(status, ()) is RetriableError:
         return RetriableError(f"{where} failed: HTTP {status}; try again later", status=status)
-    flags = "/".join(sorted({FLAG_FOR[n] for n in _login_names(pre)})) or "pre_request"
+    flags = "/".join(sorted({flag_for(n) for n in pre.auth_names()})) or "pre_request"
     return AuthError(f"{where} was refused: HTTP {status}; check the connection's {flags}")
 
 
 def _render_all(values: dict[str, str], names: dict[str, str], where: str) -> dict[str, str]:
     return {key: str(render(value, names, f"{where}.{key}")) for key, value in values.items()}
-
-
-def _auth_names_used(spec: CustomAuth) -> set[str]:
-    """The `{{auth.*}}` names the spec's templates use (so missing credentials fail early)."""
-    values: list[JsonValue] = [dict(spec.headers), dict(spec.params)]
-    names = {n for v in values for n in placeholders(v) if n.startswith("auth.")}
-    return names | (_login_names(spec.pre_request) if spec.pre_request else set())
-
-
-def _login_names(pre: PreRequest) -> set[str]:
-    values: list[JsonValue] = [pre.url, dict(pre.headers), pre.body]
-    return {n for v in values for n in placeholders(v) if n.startswith("auth.")}

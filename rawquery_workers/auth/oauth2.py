@@ -23,24 +23,30 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from urllib.parse import parse_qsl
 
 import httpx
 
-from rawquery_workers.auth.base import Flow, OriginBoundAuth, drive, missing_error, safe_url
-from rawquery_workers.credentials import Credentials
+from rawquery_workers.auth.base import (
+    CredentialsHook,
+    Flow,
+    LockFactory,
+    OriginBoundAuth,
+    Reload,
+    drive,
+    missing_error,
+    safe_url,
+)
 from rawquery_workers.errors import AuthError, RetriableError, SourceError
-from rawquery_workers.redact import Redactor
+from rawquery_workers.http.client import error_for_status
+from rawquery_workers.http.redact import Redactor
+from rawquery_workers.spec.credentials import Credentials
 from rawquery_workers.spec.models import OAuth2Auth
 
 EXPIRY_MARGIN = 60.0  # seconds: a token this close to its expiry is refreshed first
 TOKEN_TIMEOUT = 30.0  # seconds, for `refresh()` when no token client is given
 _MAX_DETAIL = 300
 
-CredentialsHook = Callable[[Credentials], None]
-LockFactory = Callable[[], AbstractContextManager[object]]
-Reload = Callable[[], Credentials]
 Clock = Callable[[], float]
 
 
@@ -58,12 +64,10 @@ class OAuth2Authenticator(OriginBoundAuth):
         reload: Reload | None = None,
         token_client: httpx.Client | None = None,
         clock: Clock = time.time,
+        redactor: Redactor | None = None,
     ) -> None:
         super().__init__(base_url)
-        needed = ["client_id", "client_secret"]
-        if spec.grant_type == "refresh_token":
-            needed.append("refresh_token")
-        if missing := [n for n in needed if not getattr(credentials, n)]:
+        if missing := [n for n in spec.credential_fields() if not getattr(credentials, n)]:
             raise missing_error("oauth2", missing)
         self._spec = spec
         self._creds = credentials
@@ -73,7 +77,9 @@ class OAuth2Authenticator(OriginBoundAuth):
         self._reload = reload
         self._token_client = token_client
         self._clock = clock
-        self._redactor = Redactor(credentials.secrets())
+        # The connection's redactor learns every token as soon as it is issued or reloaded.
+        self._redactor = redactor if redactor is not None else Redactor()
+        self._redactor.add_secrets(*credentials.secrets())
 
     @property
     def credentials(self) -> Credentials:
@@ -124,6 +130,7 @@ class OAuth2Authenticator(OriginBoundAuth):
         with self._refresh_lock():
             if self._reload is not None:
                 self._creds = self._creds.merged_with(self._reload())
+                self._redactor.add_secrets(*self._creds.secrets())
             current = self._creds
             if current.access_token and current.access_token != stale and self._usable(current):
                 return
@@ -180,9 +187,10 @@ class OAuth2Authenticator(OriginBoundAuth):
         grant = self._spec.grant_type
         where = f"OAuth2 {grant} request to {self._where()}"
         detail = self._detail(payload)
-        if 200 <= status < 300:
+        kind = error_for_status(status, ())
+        if kind is None:
             return AuthError(f"{where} answered without an access_token{detail}")
-        if status == 429 or status >= 500:
+        if kind is RetriableError:
             return RetriableError(
                 f"{where} failed: HTTP {status}{detail}; the provider is unavailable, "
                 "try again later",

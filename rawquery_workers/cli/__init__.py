@@ -1,0 +1,4 @@
+"""The `rq` command line.
+
+May import: anything; nothing imports it.
+"""

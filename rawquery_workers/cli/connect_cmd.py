@@ -32,13 +32,14 @@ def connect(
 ) -> None:
     """Register an API from its spec, with encrypted credentials and an optional schedule."""
     # Imported here, not at the top: every `rq` start loads this module for its options.
-    from rawquery_workers.connections import (
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.registry.connections import (
         check_connection_name,
         checked_schedule,
         load_checked_spec,
         require_credentials,
     )
-    from rawquery_workers.registry import open_registry
+    from rawquery_workers.registry.credential_origins import plain_http_warnings
 
     check_connection_name(name)
     parsed, spec_json = load_checked_spec(spec)
@@ -48,6 +49,8 @@ def connect(
     require_credentials(parsed, creds, str(spec))
     cron = checked_schedule(schedule)
     open_registry().create_connection(name, spec_json, creds, cron)
+    for line in plain_http_warnings(parsed):
+        typer.echo(line, err=True)
     streams = ", ".join(s.name for s in parsed.streams)
     when = f"; scheduled {cron} (UTC)" if cron else ""
     typer.echo(f"connected '{name}': {len(parsed.streams)} streams ({streams}){when}")

@@ -28,8 +28,9 @@ from rawquery_workers.cli.options import (
 
 if TYPE_CHECKING:
     from rawquery_workers.registry import Registry
+    from rawquery_workers.runner.sync import SyncOutcome
     from rawquery_workers.settings import Settings
-    from rawquery_workers.sync import SyncOutcome
+    from rawquery_workers.spec.models import Spec
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -64,6 +65,7 @@ def list_connections(
 
 @app.command()
 def update(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Connection name.")],
     spec: Annotated[Path | None, typer.Option("--spec", help="The new spec (JSON).")] = None,
     auth_token: AuthToken = None,
@@ -76,24 +78,51 @@ def update(
     no_schedule: Annotated[
         bool, typer.Option("--no-schedule", help="Remove the schedule.")
     ] = False,
+    keep_credentials: Annotated[
+        bool,
+        typer.Option(
+            "--keep-credentials",
+            help="With a --spec that sends credentials to another host: send the stored "
+            "ones there (prints what moves where).",
+        ),
+    ] = False,
 ) -> None:
-    """Replace a connection's spec, credentials or schedule (validated before storing)."""
-    from rawquery_workers.connections import (
+    """Replace a connection's spec, credentials or schedule (validated before storing).
+
+    Only credential flags given on the command line replace stored credentials (their
+    environment variables, which `rq connect` reads, are ignored here). A --spec that sends
+    credentials to another origin needs them again, or --keep-credentials.
+    """
+    from rawquery_workers.registry import open_registry
+    from rawquery_workers.registry.connections import (
         checked_schedule,
         load_checked_spec,
-        require_credentials,
+        updated_credentials,
     )
-    from rawquery_workers.registry import open_registry
+    from rawquery_workers.registry.credential_origins import plain_http_warnings
     from rawquery_workers.spec.loading import parse_spec
 
     registry = open_registry()
     record = registry.get_connection(name)
-    given = credentials_from_flags(
-        auth_token, auth_user, auth_pass, client_id, client_secret, refresh_token
+    flags = _command_line_only(
+        ctx, auth_token, auth_user, auth_pass, client_id, client_secret, refresh_token
     )
-    creds = registry.get_credentials(name).merged_with(given) if any_given(given) else None
-    parsed, spec_json = load_checked_spec(spec) if spec else (parse_spec(record.spec), record.spec)
-    require_credentials(parsed, creds or registry.get_credentials(name), str(spec or name))
+    given = credentials_from_flags(*flags)
+    if spec:
+        old = _stored_spec(record.spec)
+        parsed, spec_json = load_checked_spec(spec)
+    else:
+        old = parsed = parse_spec(record.spec)
+        spec_json = record.spec
+    stored = registry.get_credentials(name)
+    creds, moved = updated_credentials(
+        old,
+        parsed,
+        stored,
+        given if any_given(given) else None,
+        keep=keep_credentials,
+        source=str(spec or name),
+    )
     changes: dict[str, Any] = {}
     if spec:
         changes["spec_json"] = spec_json
@@ -104,7 +133,50 @@ def update(
     elif schedule is not None:
         changes["schedule"] = checked_schedule(schedule)
     registry.update_connection(name, **changes)
+    for move in moved:
+        typer.echo(str(move))
+    if (creds or stored).secrets():
+        for line in plain_http_warnings(parsed):
+            typer.echo(line, err=True)
     typer.echo(f"updated '{name}': {', '.join(_change_names(changes)) or 'nothing changed'}")
+
+
+def _stored_spec(spec_json: dict[str, Any]) -> Spec | None:
+    """The stored spec, or None when it no longer validates (stored under older rules):
+    a new spec must be able to replace it, its destinations then count as all new."""
+    from rawquery_workers.errors import SpecError
+    from rawquery_workers.spec.loading import parse_spec
+
+    try:
+        return parse_spec(spec_json)
+    except SpecError:
+        return None
+
+
+def _command_line_only(ctx: typer.Context, *values: str | None) -> list[str | None]:
+    """The credential flags' values (in `_CREDENTIAL_PARAMS` order), without those taken
+    from their environment variables: an exported RAWQUERY_AUTH_TOKEN must not silently
+    replace stored credentials. Each one ignored is named on stderr."""
+    params = {p.name: p for p in ctx.command.params}
+    kept: list[str | None] = []
+    for key, value in zip(_CREDENTIAL_PARAMS, values, strict=True):
+        # By name: typer ships its own copy of click, whose ParameterSource this is.
+        source = getattr(ctx.get_parameter_source(key), "name", None)
+        if value is not None and source == "ENVIRONMENT":
+            param = params[key]
+            typer.echo(
+                f"note: {param.envvar} is set but ignored: `rq connections update` replaces "
+                f"stored credentials only with flags on its command line ({param.opts[0]})",
+                err=True,
+            )
+            value = None
+        kept.append(value)
+    return kept
+
+
+_CREDENTIAL_PARAMS = (
+    "auth_token", "auth_user", "auth_pass", "client_id", "client_secret", "refresh_token",
+)  # fmt: skip
 
 
 def _change_names(changes: dict[str, Any]) -> list[str]:
@@ -127,8 +199,8 @@ def sync(
 ) -> None:
     """Sync a connection: every stream (or the --stream ones) into Iceberg."""
     with startup.gc_paused():  # the start-up, up to the enqueue: see cli/startup.py
-        from rawquery_workers.connections import plan_sync
         from rawquery_workers.registry import open_registry
+        from rawquery_workers.registry.connections import plan_sync
         from rawquery_workers.settings import get_settings
 
         settings = get_settings()
@@ -156,8 +228,8 @@ def sync(
 def _hand_to_workers(registry: Registry, name: str, sync_id: str) -> None:
     """Distributed mode: take the lease, then enqueue. Loads Redis and Celery's client only,
     not the tasks nor the pipeline behind them."""
-    from rawquery_workers.celery_app import enqueue_sync
-    from rawquery_workers.lease import claim
+    from rawquery_workers.distributed.celery_app import enqueue_sync
+    from rawquery_workers.distributed.lease import claim
 
     claim(registry, name, sync_id)  # ConflictError (exit 1) while another sync runs
     enqueue_sync(sync_id)
@@ -168,7 +240,7 @@ def _run_here(
 ) -> SyncOutcome | None:
     """Embedded mode: run the sync in this process, or in a detached one with --no-wait."""
     from rawquery_workers.cli import display
-    from rawquery_workers.sync import run_sync, spawn_background
+    from rawquery_workers.runner.sync import run_sync, spawn_background
 
     if not wait:
         spawn_background(sync_id, settings)

@@ -9,8 +9,8 @@ import orjson
 import typer
 
 from rawquery_workers.cli.query_cmd import _print_table
-from rawquery_workers.credentials import Credentials
 from rawquery_workers.errors import NotFoundError
+from rawquery_workers.spec.credentials import Credentials
 
 DEMO_QUERIES = [
     (
@@ -46,13 +46,13 @@ def demo(
 ) -> None:
     """Serve a sample orders API on 127.0.0.1, connect it, sync it into Iceberg, query it."""
     from rawquery_workers.cli import display
-    from rawquery_workers.connections import plan_sync
     from rawquery_workers.demo.sample_api import DEMO_TOKEN, SampleApi
     from rawquery_workers.query import run_query
     from rawquery_workers.registry import open_registry
+    from rawquery_workers.registry.connections import plan_sync
+    from rawquery_workers.runner.sync import run_sync
     from rawquery_workers.settings import get_settings
     from rawquery_workers.sink import open_sink
-    from rawquery_workers.sync import run_sync
 
     settings = get_settings()
     registry = open_registry(settings)

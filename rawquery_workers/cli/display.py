@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -13,11 +14,21 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from rawquery_workers.progress import RateWindow, StreamCounts
+from rawquery_workers.runner.progress import RateWindow, StreamCounts
 
 console = Console()
+
+
+def plain(value: object, *, fold: bool = False) -> Text:
+    """`value` shown literally: Rich reads `[...]` in a str as markup, and data or an API's
+    message (`created[gte]`, `[/quote]`) must neither lose text nor crash the print.
+    `fold`: a word too long for its column goes on over the next lines instead of being
+    cut with an ellipsis (error messages, whose URLs and quotes must be read whole)."""
+    return Text("" if value is None else str(value), overflow="fold" if fold else None)
 
 
 def _fmt_time(value: Any) -> str | None:
@@ -63,11 +74,11 @@ def connections_table(rows: list[dict[str, Any]]) -> None:
     table = Table("name", "streams", "schedule", "base url", "updated")
     for row in rows:
         table.add_row(
-            row["name"],
-            ", ".join(row["streams"]),
-            row["schedule"] or "-",
-            row["base_url"],
-            row["updated_at"][:19],
+            plain(row["name"]),
+            plain(", ".join(row["streams"])),
+            plain(row["schedule"] or "-"),
+            plain(row["base_url"]),
+            plain(row["updated_at"][:19]),
         )
     console.print(table)
 
@@ -82,7 +93,7 @@ def status_table(name: str, schedule: str | None, runs: list[Any]) -> None:
         "started",
         "finished",
         "notes",
-        title=f"{name}" + (f" (schedule {schedule} UTC)" if schedule else ""),
+        title=escape(name + (f" (schedule {schedule} UTC)" if schedule else "")),
     )
     for run in runs:
         s = run_as_dict(run)
@@ -90,15 +101,15 @@ def status_table(name: str, schedule: str | None, runs: list[Any]) -> None:
         if run.status == "running" and run.progress:
             notes.append(running_note(run_counts(run)))
         notes += s["warnings"] + s["schema_changes"]
-        table.add_row(
+        cells = [
             s["name"],
             s["status"],
             str(s["rows"] or 0),
             s["cursor"] or "-",
             (s["started_at"] or "-")[:19],
             (s["finished_at"] or "-")[:19],
-            "\n".join(notes),
-        )
+        ]
+        table.add_row(*map(plain, cells), plain("\n".join(notes), fold=True))
     console.print(table)
 
 
@@ -110,13 +121,12 @@ def sync_summary(outcome: Any) -> None:
         "pages",
         "seconds",
         "notes",
-        title=f"sync {outcome.sync_id} of {outcome.connection}",
+        title=escape(f"sync {outcome.sync_id} of {outcome.connection}"),
     )
     for s in outcome.streams:
         notes = ([s.error] if s.error else []) + list(s.warnings) + list(s.schema_changes)
-        table.add_row(
-            s.name, s.status, str(s.rows), str(s.pages), f"{s.seconds:.2f}", "\n".join(notes)
-        )
+        cells = [s.name, s.status, s.rows, s.pages, f"{s.seconds:.2f}"]
+        table.add_row(*map(plain, cells), plain("\n".join(notes), fold=True))
     console.print(table)
 
 
@@ -193,7 +203,7 @@ def progress_table(views: list[StreamView]) -> Table:
     columns = [(name, cell) for name, cell, always in _COLUMNS if always or distributed]
     table = Table(*(name for name, _ in columns))
     for view in views:
-        table.add_row(*(cell(view) for _, cell in columns))
+        table.add_row(*(plain(cell(view)) for _, cell in columns))
     return table
 
 
@@ -314,7 +324,7 @@ def follow_sync(registry: Any, sync_id: str) -> Any:
     A sync whose lease stays gone for LOST_AFTER_SECONDS while the registry still shows it
     unfinished was lost (Redis restarted, every worker died): it is marked failed.
     """
-    from rawquery_workers.lease import check_lost
+    from rawquery_workers.distributed.lease import check_lost
 
     follower = _Follower(registry, sync_id)
     live = Live(follower, console=console, refresh_per_second=4) if follower.tty else None
@@ -336,7 +346,7 @@ def _run_elapsed(run: Any) -> float:
     if run.started_at is None:
         return 0.0
     end = run.finished_at or datetime.now(UTC)
-    return max((end - run.started_at).total_seconds(), 0.0)
+    return max(float((end - run.started_at).total_seconds()), 0.0)
 
 
 class _Follower:
@@ -373,20 +383,11 @@ class _Follower:
         return progress_table(self._views)
 
     def outcome(self) -> Any:
-        from rawquery_workers.sync import StreamOutcome, SyncOutcome
+        from rawquery_workers.runner.runs import outcome_of
+        from rawquery_workers.runner.sync import SyncOutcome
 
         streams = [
-            StreamOutcome(
-                run.stream,
-                run.status,
-                rows=run.rows,
-                pages=run.pages,
-                seconds=_run_elapsed(run),
-                error=run.error,
-                cursor=run.cursor,
-                warnings=list(run.warnings or []),
-                schema_changes=list(run.schema_changes or []),
-            )
+            dataclasses.replace(outcome_of(run), seconds=_run_elapsed(run))
             for run in self.sync.streams
         ]
         return SyncOutcome(self.sync_id, self.sync.connection, streams)

@@ -1,12 +1,48 @@
-"""Options shared by several commands: credential flags and the schedule."""
+"""Options shared by several commands: credential flags and the schedule.
+
+A secret given as a flag's value (`--auth-token T`) is visible to every user of the machine
+(`ps`, /proc) while the command runs. So each secret flag also takes `-` (read the value
+from stdin, e.g. `pass show api | rq connect ... --auth-token -`) or `prompt` (ask for it
+on the terminal, typing hidden), and has an environment variable (RAWQUERY_AUTH_TOKEN, ...).
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from rawquery_workers.credentials import Credentials
+from rawquery_workers.spec.credentials import Credentials
+
+STDIN = "-"
+PROMPT = "prompt"
+_STDIN_TAKEN = "rawquery.stdin_taken_by"
+_LABELS = {"--auth-pass": "Password"}
+
+
+def _secret_help(what: str) -> str:
+    return f"{what}. '-' reads it from stdin, 'prompt' asks for it (hidden): kept out of `ps`."
+
+
+def secret_value(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """A secret flag's value: as given, or read from stdin (`-`) or a hidden prompt
+    (`prompt`). Only one flag can read stdin."""
+    flag = param.opts[0] if param.opts else str(param.name)
+    if value == PROMPT:
+        label = _LABELS.get(flag) or flag.lstrip("-").replace("-", " ").capitalize()
+        return str(typer.prompt(label, hide_input=True, err=True))
+    if value != STDIN:
+        return value
+    taken = ctx.meta.get(_STDIN_TAKEN)
+    if taken:
+        raise typer.BadParameter(f"stdin is already read for {taken}; give one flag '-'")
+    ctx.meta[_STDIN_TAKEN] = flag
+    text = sys.stdin.read().rstrip("\r\n")
+    if not text:
+        raise typer.BadParameter("'-' reads the value from stdin, but stdin was empty")
+    return text
+
 
 AuthToken = Annotated[
     str | None,
@@ -14,7 +50,8 @@ AuthToken = Annotated[
         "--auth-token",
         envvar="RAWQUERY_AUTH_TOKEN",
         show_default=False,
-        help="API key or bearer token: {{auth.token}} (env RAWQUERY_AUTH_TOKEN).",
+        callback=secret_value,
+        help=_secret_help("API key or bearer token: {{auth.token}}"),
     ),
 ]
 AuthUser = Annotated[
@@ -32,7 +69,8 @@ AuthPass = Annotated[
         "--auth-pass",
         envvar="RAWQUERY_AUTH_PASS",
         show_default=False,
-        help="Password: {{auth.password}} (env RAWQUERY_AUTH_PASS).",
+        callback=secret_value,
+        help=_secret_help("Password: {{auth.password}}"),
     ),
 ]
 ClientId = Annotated[
@@ -47,7 +85,8 @@ ClientSecret = Annotated[
         "--client-secret",
         envvar="RAWQUERY_CLIENT_SECRET",
         show_default=False,
-        help="OAuth2 client secret (env RAWQUERY_CLIENT_SECRET).",
+        callback=secret_value,
+        help=_secret_help("OAuth2 client secret"),
     ),
 ]
 RefreshToken = Annotated[
@@ -56,7 +95,8 @@ RefreshToken = Annotated[
         "--refresh-token",
         envvar="RAWQUERY_REFRESH_TOKEN",
         show_default=False,
-        help="OAuth2 refresh token (env RAWQUERY_REFRESH_TOKEN).",
+        callback=secret_value,
+        help=_secret_help("OAuth2 refresh token"),
     ),
 ]
 Schedule = Annotated[

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from rawquery_workers.http import Event
-from rawquery_workers.preview import Preview, StreamPreview, TableView
+from rawquery_workers.authoring.preview import Preview, StreamPreview, TableView
+from rawquery_workers.http.client import Event
 
 _LINE_CHARS = 300
 

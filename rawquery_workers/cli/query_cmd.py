@@ -1,4 +1,4 @@
-"""`rq query "SQL" [--format table|json|csv]`."""
+"""`rq query "SQL" [--format table|json|csv] [--allow-files]`."""
 
 from __future__ import annotations
 
@@ -24,8 +24,16 @@ class Format(StrEnum):
 def query(
     sql: Annotated[str, typer.Argument(help="SQL over tables named CONNECTION.STREAM.")],
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    allow_files: Annotated[
+        bool,
+        typer.Option(
+            "--allow-files",
+            help="Let the SQL read and write files (read_csv, COPY ... TO); off by default.",
+        ),
+    ] = False,
 ) -> None:
-    """Answer SQL over the synced tables (DuckDB)."""
+    """Answer SQL over the synced tables (DuckDB). The SQL sees those tables only: no
+    files, no network, unless --allow-files."""
     # Imported here: pyiceberg, DuckDB and pyarrow take ~0.5 s to load, which no other
     # command needs.
     import pyarrow.csv as pacsv
@@ -34,7 +42,7 @@ def query(
     from rawquery_workers.settings import get_settings
     from rawquery_workers.sink import open_sink
 
-    result = run_query(sql, open_sink(get_settings()))
+    result = run_query(sql, open_sink(get_settings()), allow_files=allow_files)
     if fmt is Format.json:
         typer.echo(orjson.dumps(result.to_pylist(), option=_JSON_OPTS, default=str).decode())
     elif fmt is Format.csv:
@@ -49,13 +57,16 @@ _JSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
 def _print_table(result: pa.Table) -> None:
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    from rawquery_workers.cli.display import console
+    from rawquery_workers.cli.display import console, plain
 
-    table = Table(*result.column_names)
-    for row in result.slice(0, MAX_TABLE_ROWS).to_pylist():
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    # Values and names are plain Text, never markup; by position, as a join may return
+    # two columns of the same name.
+    table = Table(*(Column(plain(name)) for name in result.column_names))
+    shown = result.slice(0, MAX_TABLE_ROWS)
+    for row in zip(*(column.to_pylist() for column in shown.columns), strict=True):
+        table.add_row(*map(plain, row))
     console.print(table)
     more = f" (showing {MAX_TABLE_ROWS})" if result.num_rows > MAX_TABLE_ROWS else ""
     console.print(f"{result.num_rows} rows{more}")

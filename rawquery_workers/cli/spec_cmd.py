@@ -67,8 +67,8 @@ def preview(
     Exits 0 when every stream was read, 1 when one failed (its error is shown).
     """
     # Imported here: the extraction and transform stack is only needed by preview.
+    from rawquery_workers.authoring.preview import preview_spec
     from rawquery_workers.cli.preview_display import preview_json, preview_lines
-    from rawquery_workers.preview import preview_spec
     from rawquery_workers.spec.loading import load_spec_file
 
     spec = load_spec_file(file)

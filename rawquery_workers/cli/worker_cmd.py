@@ -20,7 +20,7 @@ def _need_redis() -> None:
 def worker(ctx: typer.Context) -> None:
     """A Celery worker (extra arguments go to `celery worker`, e.g. --concurrency 4)."""
     _need_redis()
-    from rawquery_workers.tasks import app
+    from rawquery_workers.distributed.tasks import app
 
     app.worker_main(["worker", "--loglevel=INFO", *ctx.args])
 
@@ -28,7 +28,7 @@ def worker(ctx: typer.Context) -> None:
 def beat(ctx: typer.Context) -> None:
     """The scheduler: fires scheduled syncs (extra arguments go to `celery beat`)."""
     _need_redis()
-    from rawquery_workers.tasks import app
+    from rawquery_workers.distributed.tasks import app
 
     app.start(["beat", "--loglevel=INFO", *ctx.args])
 

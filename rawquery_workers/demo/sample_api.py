@@ -48,7 +48,7 @@ def make_orders(count: int, customers: int = 20) -> list[dict[str, Any]]:
     base = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
     orders = []
     for i in range(1, count + 1):
-        items = []
+        items: list[dict[str, Any]] = []
         for n in range(1 + i % 3):
             sku, title, price = _PRODUCTS[(i + n) % len(_PRODUCTS)]
             items.append(

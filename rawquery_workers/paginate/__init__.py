@@ -1,63 +1,41 @@
 """Pagination: one paginator class per spec pagination kind, doing no I/O.
 
-`paginator_for(spec.pagination, spec.type)` picks the class from the spec model's type.
-A new pagination kind = one module here + one spec model + one row in `_PAGINATORS`.
+`paginator_for(stream.pagination, spec.type)` asks the stream's pagination model for a
+fresh paginator (`spec.models.PaginationKind.paginator`); each kind's module here holds
+one paginator class, on the interface of `paginate/base.py`. No pagination: a single page.
+
+May import: errors, spec, http (redaction, the client's parse helpers).
+Never runner, distributed, cli.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from rawquery_workers.http.redact import Redactor
 from rawquery_workers.paginate.base import (
     ApiType,
     FollowUrlPaginator,
     PageResponse,
     Paginator,
+    PaginatorOptions,
     RequestSpec,
 )
-from rawquery_workers.paginate.cursor import CursorPaginator
-from rawquery_workers.paginate.link_header import LinkHeaderPaginator, parse_link_header
-from rawquery_workers.paginate.next_url import NextUrlPaginator
-from rawquery_workers.paginate.offset import OffsetPaginator
-from rawquery_workers.paginate.page_number import PageNumberPaginator
 from rawquery_workers.paginate.single import SinglePagePaginator
-from rawquery_workers.redact import Redactor
-from rawquery_workers.spec.models import (
-    CursorPagination,
-    LinkHeaderPagination,
-    NextUrlPagination,
-    OffsetPagination,
-    PageNumberPagination,
-    Pagination,
-)
+from rawquery_workers.spec.models import PaginationKind
 
 __all__ = [
     "ApiType",
-    "CursorPaginator",
     "FollowUrlPaginator",
-    "LinkHeaderPaginator",
-    "NextUrlPaginator",
-    "OffsetPaginator",
-    "PageNumberPaginator",
     "PageResponse",
     "Paginator",
+    "PaginatorOptions",
     "RequestSpec",
     "SinglePagePaginator",
     "paginator_for",
-    "parse_link_header",
 ]
-
-_PAGINATORS: dict[type, Callable[..., Paginator]] = {
-    OffsetPagination: OffsetPaginator,
-    CursorPagination: CursorPaginator,
-    PageNumberPagination: PageNumberPaginator,
-    LinkHeaderPagination: LinkHeaderPaginator,
-    NextUrlPagination: NextUrlPaginator,
-}
 
 
 def paginator_for(
-    pagination: Pagination | None,
+    pagination: PaginationKind | None,
     api_type: ApiType = "rest",
     *,
     stream: str = "stream",
@@ -66,5 +44,4 @@ def paginator_for(
     """A fresh paginator for a stream's `pagination` (None: a single page)."""
     if pagination is None:
         return SinglePagePaginator(api_type=api_type, stream=stream, redactor=redactor)
-    make = _PAGINATORS[type(pagination)]
-    return make(pagination, api_type=api_type, stream=stream, redactor=redactor)
+    return pagination.paginator(api_type=api_type, stream=stream, redactor=redactor)

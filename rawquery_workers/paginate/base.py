@@ -10,6 +10,9 @@
 
 `state()` holds the next offset / page / token / URL. A token or URL the API sends twice
 raises PaginationLoopError (a real API bug that would otherwise loop forever).
+
+Each spec pagination kind builds its own paginator: `PaginationKind.paginator(**options)`
+with the `PaginatorOptions` below (docs/dev/contracts.md: how to add a kind).
 """
 
 from __future__ import annotations
@@ -18,18 +21,26 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 from urllib.parse import urljoin
 
 import httpx
 from pydantic import JsonValue
 
 from rawquery_workers.errors import PaginationLoopError
-from rawquery_workers.redact import Redactor
+from rawquery_workers.http.redact import Redactor
 from rawquery_workers.spec.models import ParamValue
 
 ApiType = Literal["rest", "graphql"]
 _SHOWN_CHARS = 40
+
+
+class PaginatorOptions(TypedDict, total=False):
+    """What every paginator is built with (a kind's `paginator(**options)` passes them on)."""
+
+    api_type: ApiType
+    stream: str  # for messages
+    redactor: Redactor | None  # the connection's: masks secrets in URLs it shows or keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +91,8 @@ class PageResponse:
 
     def header(self, name: str) -> str | None:
         if isinstance(self.headers, httpx.Headers):
-            return self.headers.get(name)
+            found: str | None = self.headers.get(name)
+            return found
         wanted = name.lower()
         return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
 
@@ -137,6 +149,11 @@ class Paginator(ABC):
         """The next page's token/URL/offset as found (unredacted), or None at the end."""
         return None
 
+    @property
+    def end_warning(self) -> str | None:
+        """After the last page: a warning when the API said it had more than was read."""
+        return None
+
     def _remember(self, value: str, what: str) -> None:
         """Record a token/URL; raise PaginationLoopError when it was already seen."""
         if value in self._seen:
@@ -158,14 +175,8 @@ class FollowUrlPaginator(Paginator):
     auth adds its credentials again on the API's own origin, and nowhere else.
     """
 
-    def __init__(
-        self,
-        *,
-        api_type: ApiType = "rest",
-        stream: str = "stream",
-        redactor: Redactor | None = None,
-    ) -> None:
-        super().__init__(api_type=api_type, stream=stream, redactor=redactor)
+    def __init__(self, **options: Unpack[PaginatorOptions]) -> None:
+        super().__init__(**options)
         self.next_url: str | None = None  # None: the first page
 
     def first_request(self, base: RequestSpec) -> RequestSpec:

@@ -7,28 +7,25 @@ Ends when the token is missing, null or empty, or when `has_more_path` reads fal
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Unpack
 
 from pydantic import JsonValue
 
 from rawquery_workers.errors import ResponseError
-from rawquery_workers.jsonpath import MISSING, get_path
-from rawquery_workers.paginate.base import ApiType, PageResponse, Paginator, RequestSpec
-from rawquery_workers.redact import Redactor
+from rawquery_workers.paginate.base import (
+    PageResponse,
+    Paginator,
+    PaginatorOptions,
+    RequestSpec,
+)
+from rawquery_workers.paginate.page_end import truthy
+from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.models import CursorPagination
-
-_FALSE_WORDS = ("false", "0", "no", "")
 
 
 class CursorPaginator(Paginator):
-    def __init__(
-        self,
-        spec: CursorPagination,
-        *,
-        api_type: ApiType = "rest",
-        stream: str = "stream",
-        redactor: Redactor | None = None,
-    ) -> None:
-        super().__init__(api_type=api_type, stream=stream, redactor=redactor)
+    def __init__(self, spec: CursorPagination, **options: Unpack[PaginatorOptions]) -> None:
+        super().__init__(**options)
         self.spec = spec
         self.cursor: str | int | float | None = None  # None: the first page
 
@@ -43,7 +40,7 @@ class CursorPaginator(Paginator):
         token = get_path(response.body, self.spec.cursor_path)
         if self.spec.has_more_path is not None:
             more = get_path(response.body, self.spec.has_more_path)
-            if more is not MISSING and not _truthy(more):
+            if more is not MISSING and not truthy(more):
                 self.has_next_page = False
                 return
         if token is MISSING or token is None or token == "":
@@ -72,9 +69,3 @@ class CursorPaginator(Paginator):
     @property
     def next_reference(self) -> str | None:
         return str(self.cursor) if self.has_next_page and self.cursor is not None else None
-
-
-def _truthy(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE_WORDS
-    return bool(value)

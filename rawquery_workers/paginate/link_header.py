@@ -8,9 +8,13 @@ Ends when no link has the relation `rel` (default "next").
 from __future__ import annotations
 
 import re
+from typing import Unpack
 
-from rawquery_workers.paginate.base import ApiType, FollowUrlPaginator, PageResponse
-from rawquery_workers.redact import Redactor
+from rawquery_workers.paginate.base import (
+    FollowUrlPaginator,
+    PageResponse,
+    PaginatorOptions,
+)
 from rawquery_workers.spec.models import LinkHeaderPagination
 
 _LINK = re.compile(r'<([^>]*)>\s*((?:;\s*(?:[^;,"]|"(?:[^"\\]|\\.)*")*)*)')
@@ -40,15 +44,8 @@ def find_link(value: str, rel: str) -> str | None:
 
 
 class LinkHeaderPaginator(FollowUrlPaginator):
-    def __init__(
-        self,
-        spec: LinkHeaderPagination,
-        *,
-        api_type: ApiType = "rest",
-        stream: str = "stream",
-        redactor: Redactor | None = None,
-    ) -> None:
-        super().__init__(api_type=api_type, stream=stream, redactor=redactor)
+    def __init__(self, spec: LinkHeaderPagination, **options: Unpack[PaginatorOptions]) -> None:
+        super().__init__(**options)
         self.spec = spec
 
     def _advance(self, response: PageResponse, records_count: int) -> None:

@@ -3,23 +3,21 @@ HubSpot `paging.next.link`); absolute or relative. Ends when it is missing, null
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from rawquery_workers.errors import ResponseError
-from rawquery_workers.jsonpath import MISSING, get_path
-from rawquery_workers.paginate.base import ApiType, FollowUrlPaginator, PageResponse
-from rawquery_workers.redact import Redactor
+from rawquery_workers.paginate.base import (
+    FollowUrlPaginator,
+    PageResponse,
+    PaginatorOptions,
+)
+from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.models import NextUrlPagination
 
 
 class NextUrlPaginator(FollowUrlPaginator):
-    def __init__(
-        self,
-        spec: NextUrlPagination,
-        *,
-        api_type: ApiType = "rest",
-        stream: str = "stream",
-        redactor: Redactor | None = None,
-    ) -> None:
-        super().__init__(api_type=api_type, stream=stream, redactor=redactor)
+    def __init__(self, spec: NextUrlPagination, **options: Unpack[PaginatorOptions]) -> None:
+        super().__init__(**options)
         self.spec = spec
 
     def _advance(self, response: PageResponse, records_count: int) -> None:

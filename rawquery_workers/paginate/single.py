@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from pydantic import JsonValue
 
+from rawquery_workers.http.redact import Redactor
 from rawquery_workers.paginate.base import ApiType, PageResponse, Paginator, RequestSpec
-from rawquery_workers.redact import Redactor
 
 
 class SinglePagePaginator(Paginator):

@@ -1,6 +1,8 @@
 """The connection registry: specs, encrypted credentials, schedules and sync history.
 
 `open_registry()` is the way in; `Registry` holds the methods, `Vault` the encryption.
+
+May import: errors, settings, private_files, spec, http (redaction). Never runner, distributed, cli.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.types import TypeDecorator
 
 from rawquery_workers.errors import ConfigError
+from rawquery_workers.private_files import private_sqlite_file
 
 SCHEMA_VERSION = 1
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -159,7 +160,7 @@ stream_runs = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("seconds", Float, nullable=True),
-    Column("progress", JSONText, nullable=True),  # numbers only: see rawquery_workers/progress.py
+    Column("progress", JSONText, nullable=True),  # numbers only: see runner/progress.py
     UniqueConstraint("sync_id", "stream", name="uq_rq_stream_runs_sync_stream"),
     Index("ix_rq_stream_runs_stream", "stream"),
 )
@@ -215,9 +216,10 @@ def _sqlite_engine(url: URL) -> Engine:
     if database and database != ":memory:" and not database.startswith("file:"):
         try:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(database)  # 0600: it holds credentials (encrypted) and specs
         except OSError as exc:
             raise ConfigError(
-                f"cannot create the folder of the registry database {database}: {exc.strerror}"
+                f"cannot create the registry database {database} or its folder: {exc.strerror}"
             ) from None
     engine = create_engine(
         url,

@@ -16,8 +16,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from rawquery_workers.credentials import Credentials
-from rawquery_workers.errors import ConfigError, ConflictError, NotFoundError
+from rawquery_workers.errors import ConfigError, ConflictError, NotFoundError, SpecError
 from rawquery_workers.registry import db
 from rawquery_workers.registry.db import (
     connections,
@@ -38,6 +37,7 @@ from rawquery_workers.registry.records import (
 )
 from rawquery_workers.registry.vault import Vault, load_vault
 from rawquery_workers.settings import Settings, get_settings
+from rawquery_workers.spec.credentials import Credentials
 
 SYNC_STATUSES = ("queued", "running", "succeeded", "failed")
 TRIGGERS = ("manual", "schedule")
@@ -91,6 +91,7 @@ class Registry:
             with write_tx(self.engine) as conn:
                 if _connection_row(conn, name) is not None:
                     raise _exists(name)
+                _refuse_case_twin(conn, name)
                 conn.execute(
                     insert(connections).values(
                         name=name,
@@ -135,8 +136,10 @@ class Registry:
     def get_connection(self, name: str) -> ConnectionRecord:
         with read_tx(self.engine) as conn:
             row = _connection_row(conn, name)
+            twin = None if row is not None else _case_twin(conn, name)
         if row is None:
-            raise _missing(name)
+            hint = f" (names are exact: did you mean '{twin}'?)" if twin else ""
+            raise NotFoundError(f"no connection named '{name}'{hint}; see `rq connections list`")
         return connection_record(row)
 
     def list_connections(self) -> list[ConnectionRecord]:
@@ -381,6 +384,25 @@ class Registry:
 
 def _exists(name: str) -> ConflictError:
     return ConflictError(f"connection '{name}' already exists; use `rq connections update {name}`")
+
+
+def _case_twin(conn: Connection, name: str) -> str | None:
+    """A connection whose name is `name` ignoring case (None if there is none)."""
+    same = func.lower(connections.c.name) == name.lower()
+    found: str | None = conn.execute(select(connections.c.name).where(same).limit(1)).scalar()
+    return found
+
+
+def _refuse_case_twin(conn: Connection, name: str) -> None:
+    """Refuse `name` when a connection's name differs from it only in case: the name is
+    also an Iceberg namespace and a SQL name, which people (and DuckDB) read ignoring case."""
+    twin = _case_twin(conn, name)
+    if twin is not None:
+        raise SpecError(
+            f"connection name '{name}' differs only in case from the existing connection "
+            f"'{twin}'; names are unique ignoring case (`{twin}.STREAM` and `{name}.STREAM` "
+            f"would read alike in SQL): choose another name, or use `rq connections update {twin}`"
+        )
 
 
 def _connection_row(conn: Connection, name: str) -> RowMapping | None:

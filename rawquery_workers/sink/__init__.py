@@ -1,4 +1,7 @@
-"""Iceberg: catalog, tables, schema evolution, Parquet writes, sync state in snapshots."""
+"""Iceberg: catalog, tables, schema evolution, Parquet writes, sync state in snapshots.
+
+May import: errors, settings, private_files, spec, transform (batch shapes, cursor rules).
+"""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from rawquery_workers.errors import SinkError
+from rawquery_workers.private_files import private_sqlite_file
 from rawquery_workers.settings import CATALOG_NAME, Settings, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -96,6 +97,7 @@ def _prepare_sqlite_file(database: str | None) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    private_sqlite_file(database)  # 0600: the registry shares this database file
     conn = sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

@@ -1,8 +1,8 @@
 """One Iceberg snapshot per commit: remove matching rows (copy-on-write), add new files.
 
-pyiceberg's `Transaction.delete` reads every file that might match in full and, for a
-predicate with more than 200 literals, every file of the table: a 100k-key merge into a
-200k-row table took 4.5 s that way. Here, candidate files are first pruned with a
+Why not pyiceberg's `Transaction.delete`: it reads every file that might match in full and,
+for a predicate with more than 200 literals, every file of the table (figures in
+docs/decisions/021). Here, candidate files are first pruned with a
 min/max range of the values, then only the tested columns are read to find which files
 really hold a match; only those are read in full and rewritten without the matched rows.
 The deleted and rewritten files and the new files go into ONE snapshot (an overwrite, or a
@@ -27,18 +27,18 @@ from pyiceberg.expressions import (
     Or,
 )
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import parquet_file_to_data_file
 from pyiceberg.manifest import DataFile, ManifestFile
 from pyiceberg.table import Table, TableProperties, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
 from rawquery_workers.errors import SinkError
-from rawquery_workers.sink.writer import fs_path, matching_rows, rewrite_without
+from rawquery_workers.sink.writer import describe_file, fs_path, matching_rows, rewrite_without
 
 # Files probed (key columns read, is_in against the segment's keys) at once. Each probe
 # holds a column and a hash of the value set, so peak memory grows with it; 2 keeps the
-# 1M-record sync's commit peak below its transform peak (bench/README.md).
+# 1M-record sync's commit peak below its transform peak (docs/decisions/021).
 _THREADS = 2
 
 
@@ -52,7 +52,7 @@ class Deletion:
 
 def value_set(values: pa.Array | pa.ChunkedArray, target: pa.DataType, where: str) -> pa.Array:
     """The non-null `values` cast to the column type `target`. Not made distinct: `is_in`
-    hashes its value set anyway, and a second hash pass cost ~35 ms per 100k keys."""
+    hashes its value set anyway, so a second hash pass would only cost time."""
     array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     array = array.drop_null()
     if array.type != target:
@@ -131,10 +131,32 @@ def _prune_filter(tests: Iterable[tuple[str, pa.Array]]) -> BooleanExpression:
             return AlwaysTrue()
         bounds = pc.min_max(values)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        ranges.append(And(GreaterThanOrEqual(column, low), LessThanOrEqual(column, high)))
+        # pyiceberg's predicates take (term, literal); mypy sees only their pydantic fields
+        at_least = GreaterThanOrEqual(column, low)  # type: ignore[call-arg,arg-type]
+        at_most = LessThanOrEqual(column, high)  # type: ignore[call-arg,arg-type]
+        ranges.append(And(at_least, at_most))
     if not ranges:
         return AlwaysTrue()
     return ranges[0] if len(ranges) == 1 else Or(*ranges)
+
+
+class _Transaction(Transaction):
+    """pyiceberg's Transaction, computing `table_metadata` once per staged state.
+
+    pyiceberg rebuilds it from the base metadata and the staged updates on every access,
+    ending in a deep copy of the whole metadata (every schema's every field), many times a
+    commit: slow for wide tables (docs/decisions/021). The metadata models are frozen, so
+    the result of one state (base and updates unchanged) is shared."""
+
+    _state: tuple[TableMetadata, tuple[object, ...], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        base, updates = self._table.metadata, self._updates
+        state = self._state
+        if state is None or state[0] is not base or state[1] is not updates:
+            state = self._state = (base, updates, super().table_metadata)
+        return state[2]
 
 
 def build_transaction(
@@ -149,15 +171,13 @@ def build_transaction(
 ) -> Transaction:
     """A transaction making one snapshot on `ref`: drop `drop_files`, add the Parquet files
     at `add_paths` and the already described `add_files`; optionally remove a branch."""
-    tx = table.transaction()
+    tx = _Transaction(table)
     if tx.table_metadata.name_mapping() is None:
         mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
         tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
     metadata = tx.table_metadata
     with ThreadPoolExecutor(_THREADS) as pool:
-        described = list(
-            pool.map(lambda p: parquet_file_to_data_file(table.io, metadata, p), add_paths)
-        )
+        described = list(pool.map(lambda p: describe_file(table.io, metadata, p), add_paths))
     update = tx.update_snapshot(snapshot_properties=properties, branch=ref)
     producer = update.overwrite() if drop_files else update.fast_append()
     with producer:

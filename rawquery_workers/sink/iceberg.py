@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import TableAlreadyExistsError
+from pyiceberg.expressions import GreaterThanOrEqual
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
@@ -43,7 +45,9 @@ from rawquery_workers.sink.schema import (
 )
 from rawquery_workers.sink.table_files import TableFiles
 from rawquery_workers.sink.tables import CatalogTables
-from rawquery_workers.transform.batch import KEY, KnownSchema, TableBatch
+from rawquery_workers.transform.batch import KEY, SYNCED_AT, KnownSchema, TableBatch
+from rawquery_workers.transform.cursor import at_or_after
+from rawquery_workers.transform.infer import column_type_of
 
 Mode = Literal["append", "merge", "replace"]
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
@@ -241,7 +245,7 @@ class IcebergSink:
         (readers of main see nothing yet). Keyed tables are merged on the branch, so a key
         repeated by a later segment keeps only its newest row; a child table also loses the
         rows of `parent_keys`. False when already staged, or the refresh already finished."""
-        loaded = self.tables.load(namespace, table)
+        loaded = self._with_main_snapshot(namespace, table)
         if st.replaced_in(loaded.metadata.snapshots, sync_id):
             return False
         keyed = KEY in loaded.schema().column_names
@@ -252,6 +256,21 @@ class IcebergSink:
             parent_key_column=parent_key_column, parent_keys=parent_keys, props=props,
             sync_id=sync_id, segment=segment,
         )  # fmt: skip
+
+    def _with_main_snapshot(self, namespace: str, table: str) -> Table:
+        """The table, given an empty first snapshot on main if it has none: Iceberg only
+        branches from a snapshot, and a new table's first full refresh stages on a branch."""
+        where = f"{namespace}.{table}"
+        for _ in self.tables.attempts(where):
+            loaded = self.tables.load(namespace, table)
+            if loaded.metadata.snapshot_by_name(st.MAIN) is not None:
+                return loaded
+            tx = loaded.transaction()
+            with tx.update_snapshot().fast_append():
+                pass
+            if self.tables.try_commit(tx, where):
+                return self.tables.load(namespace, table)
+        raise AssertionError("attempts() raises when exhausted")
 
     def finish_replace(
         self,
@@ -359,6 +378,28 @@ class IcebergSink:
             raise NotFoundError(f"table {namespace}.{table} does not exist")
         fields = tuple(columns) if columns else ("*",)
         return loaded.scan(selected_fields=fields).to_arrow_batch_reader()
+
+    def rows_at_or_after(
+        self, namespace: str, table: str, column: str, since: str, before: datetime
+    ) -> pa.Table | None:
+        """The rows of syncs that started before `before` whose `column` is at or after
+        `since` (compared in the column's type); None when the table or column is absent."""
+        loaded = self.tables.load_or_none(namespace, table)
+        if loaded is None or column not in loaded.schema().column_names:
+            return None
+        try:  # pruned by the files' statistics where the literal converts
+            at_least = GreaterThanOrEqual(column, since)  # type: ignore[call-arg,arg-type]
+            scan = loaded.scan(row_filter=at_least)
+            data = self.tables.guard(f"{namespace}.{table}", scan.to_arrow)
+        except (ValueError, TypeError):
+            data = self.tables.guard(f"{namespace}.{table}", loaded.scan().to_arrow)
+        column_type = column_type_of(data.schema.field(column).type) or "string"
+        rows, _ = at_or_after(data.column(column).combine_chunks(), column_type, since)
+        data = data if rows is None else data.take(pa.array(rows, pa.int64()))
+        if SYNCED_AT in data.column_names:
+            stamp = pa.scalar(before, data.schema.field(SYNCED_AT).type)
+            data = data.filter(pc.fill_null(pc.less(data.column(SYNCED_AT), stamp), True))
+        return data
 
     def planned_parquet_files(self, namespace: str, table: str) -> list[str] | None:
         """The data files of the current snapshot (as stored, e.g. file:// or s3:// URIs),

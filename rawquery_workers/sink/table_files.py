@@ -1,7 +1,7 @@
 """One table's Parquet data files for one segment, written a chunk at a time.
 
 A segment is one commit; for its files to come out near the target size it must be able
-to hold far more rows than memory should (bench/README.md: the files-per-table target), so
+to hold far more rows than memory should (docs/decisions/005), so
 rows reach the files as they are shaped: each `write` becomes row groups of the open file,
 which is closed when it reaches the target size (uncompressed Arrow bytes, like
 as the target means) or when a chunk's columns no longer fit it (a column added or
@@ -12,10 +12,10 @@ table: a key seen again in a later chunk (an API whose pages shift while they ar
 its earlier rows dropped when the files are closed, and so do a child table's rows whose
 parent a later chunk sent again (its children are the newer version's, maybe fewer), by
 rewriting only the files that hold such rows. Finding them exactly needs a hash of every
-key of the segment (about 100 bytes a string key in Arrow: 200 MB for 2M keys), so only
-each chunk's lowest and highest key (and parent key) are kept: chunks whose ranges do not
-overlap (pages in key order, the usual case) cannot share a key, and only the rows of
-overlapping chunks are read back and compared.
+key of the segment, which grows with it (docs/decisions/022), so only each chunk's lowest
+and highest key (and parent key) are kept: chunks whose ranges do not overlap (pages in key
+order, the usual case) cannot share a key, and only the rows of overlapping chunks are read
+back and compared.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def _meet(owners: _Owners, part: _Part) -> bool:
     if owners.bounds is None or part.parents is None:
         return part.parents is not None
     try:
-        return owners.bounds[0] <= part.parents[1] and part.parents[0] <= owners.bounds[1]
+        return bool(owners.bounds[0] <= part.parents[1] and part.parents[0] <= owners.bounds[1])
     except TypeError:  # values that do not compare: assume they may meet
         return True
 

@@ -24,7 +24,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import PyArrowFileIO
+from pyiceberg.io.pyarrow import (
+    PyArrowFileIO,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.table.metadata import TableMetadata
 
 from rawquery_workers.errors import SinkError
 from rawquery_workers.sink.schema import TIMESTAMP
@@ -60,16 +67,21 @@ def conform(
 ) -> pa.Table:
     """`data` in the table's column order and types, with `_rq_synced_at`; columns the
     batch lacks, and retypable columns that are still all null, are left out of the file."""
-    extra = [c for c in data.column_names if c not in schema.names]
+    # Name sets, not lists: `Table.column_names` and `Schema.names` build a new list on
+    # every access, and a membership test in one is linear, so a loop over 50,000 columns
+    # testing them was quadratic (minutes).
+    table_names = frozenset(schema.names)
+    extra = [c for c in data.column_names if c not in table_names]
     if extra:
         raise SinkError(
             f"{where}: columns {', '.join(map(repr, extra))} are not in the table; "
             "the batch must go through prepare() before write_files()"
         )
+    batch_names = frozenset(data.column_names)
     fields: list[pa.Field] = []
     arrays: list[pa.ChunkedArray | pa.Array] = []
     for f in schema:
-        if f.name in data.column_names:
+        if f.name in batch_names:
             column = data.column(f.name)
             if f.name in retypable and column.null_count == len(column):
                 continue
@@ -96,6 +108,44 @@ def _cast(column: pa.ChunkedArray, target: pa.DataType, where: str) -> pa.Chunke
             f"{where}: values of type {column.type} cannot be stored in a {target} column "
             f"({first}); the transform step should have coerced them"
         ) from None
+
+
+def describe_file(io: FileIO, metadata: TableMetadata, path: str) -> DataFile:
+    """The DataFile entry (statistics from its footer) of a Parquet file `conform` wrote.
+
+    pyiceberg's `parquet_file_to_data_file`, without its schema check: that check finds
+    each file column in the table's name mapping by a linear search, quadratic in the
+    column count (docs/decisions/022). The check here is by name, through a dict: every
+    column of the file is a table column (`conform` already cast each one to the table's
+    type)."""
+    input_file = io.new_input(path)
+    with input_file.open() as stream:
+        parquet_metadata = pq.read_metadata(stream)
+    schema = metadata.schema()
+    mapping = parquet_path_to_id_mapping(schema)
+    unknown = [n for n in parquet_metadata.schema.names if n not in mapping]
+    if unknown:
+        raise SinkError(
+            f"{path}: columns {', '.join(map(repr, unknown[:5]))} are not in the table's "
+            "schema; the data file must be written after prepare() evolved the table"
+        )
+    statistics = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=parquet_metadata,
+        stats_columns=compute_statistics_plan(schema, metadata.properties),
+        parquet_column_mapping=mapping,
+    )
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=statistics.partition(metadata.spec(), schema),
+        file_size_in_bytes=len(input_file),
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **statistics.to_serialized_dict(),
+    )
 
 
 def keep_last(data: pa.Table, key_column: str) -> pa.Table:

@@ -15,6 +15,7 @@ quoted only when short and never under `auth` or under a key that may name a sec
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, cast
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, JsonValue, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
 from rawquery_workers.errors import SpecError
@@ -112,7 +113,7 @@ def decode_json(raw: bytes, name: str) -> object:
         raise SpecError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {reason}") from None
     duplicates = _duplicate_keys(raw)
     if duplicates:
-        keys = ", ".join(f"'{k}'" for k in duplicates)
+        keys = ", ".join(_quote(k) for k in duplicates)
         which = f"key {keys} appears" if len(duplicates) == 1 else f"keys {keys} appear"
         raise SpecError(f"invalid JSON: {which} twice in one object", name)
     return data
@@ -141,16 +142,18 @@ def spec_problems(exc: ValidationError, data: object) -> list[str]:
         for path, message in _branch_messages(list(at), errors):
             found.append((_order(path, data), f"{render_path(path)}: {message}"))
     found.sort(key=lambda item: item[0])
-    return list(dict.fromkeys(line for _, line in found))
+    # The models' messages may quote a value as it is: printable, it stays one line.
+    return list(dict.fromkeys(_printable(line) for _, line in found))
 
 
 def render_path(path: Sequence[Segment]) -> str:
-    """`["streams", 0, "name"]` -> `streams[0].name`; the empty path is `top level`."""
+    """`["streams", 0, "name"]` -> `streams[0].name`; the empty path is `top level`. A key
+    with spaces, dots, quotes, brackets or control characters is quoted: `expand["a b"]`."""
     text = ""
     for seg in path:
         if isinstance(seg, int):
             text += f"[{seg}]"
-        elif re.fullmatch(r"[^.\[\]\s\"]+", seg):
+        elif re.fullmatch(r"[^.\[\]\s\"]+", seg) and seg.isprintable():
             text += f".{seg}" if text else seg
         else:
             text += f"[{json.dumps(seg)}]"
@@ -206,6 +209,8 @@ def _unwrap(tp: Any) -> Any:
             tp = args[0]
         elif type(tp).__name__ == "TypeAliasType":  # e.g. pydantic's JsonValue
             tp = tp.__value__
+        elif tp == "JsonValue" or tp == typing.ForwardRef("JsonValue"):  # its items
+            tp = JsonValue
         else:
             return tp
 
@@ -217,9 +222,14 @@ def _union_members(tp: Any) -> list[Any] | None:
 
 
 def _member(members: list[Any], seg: Segment) -> Any:
-    """The union member a pydantic tag segment names: a discriminator value or class name."""
+    """The union member a pydantic tag segment names: a discriminator value or class name,
+    or the `Tag` of a member (JsonValue's `list`, `dict`, `str`, ...)."""
     for member in members:
         if _is_model(member) and (seg == member.__name__ or seg in _tags(member)):
+            return member
+        if typing.get_origin(member) is Annotated and any(
+            isinstance(meta, Tag) and meta.tag == seg for meta in typing.get_args(member)[1:]
+        ):
             return member
     return None
 
@@ -400,18 +410,30 @@ def _may_show(path: list[Segment], *, enum: bool = False) -> bool:
 def _shown(value: object, path: list[Segment]) -> str:
     if not _may_show(path):
         return _kind(value)
-    text = orjson.dumps(value, default=str).decode()
-    return text if len(text) <= 40 else text[:37] + "..."
+    try:
+        text = orjson.dumps(value, default=str).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
+        return _kind(value)
+    return _excerpt(text)
 
 
 def _quote(value: object) -> str:
     if isinstance(value, str):
-        # Control characters (newlines too) escaped: one problem stays one line.
-        value = "".join(
-            c if c.isprintable() else c.encode("unicode_escape").decode() for c in value
-        )
-        return f"'{value}'" if len(value) <= 40 else f"'{value[:37]}...'"
+        return f"'{_excerpt(value)}'"
     return _shown(value, [])
+
+
+def _excerpt(text: str) -> str:
+    """`text` cut at 40 characters (37 and "..."), made printable."""
+    return _printable(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _printable(text: str) -> str:
+    """Control characters and line separators (U+0085, U+2028, ...) escaped: one problem
+    stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _kind(value: object) -> str:
@@ -456,5 +478,8 @@ def _duplicate_keys(raw: bytes) -> list[str]:
             seen.add(key)
         return dict(items)
 
-    json.loads(raw, object_pairs_hook=pairs)
+    # Nested deeper than json.loads goes (orjson goes to 1024 levels): no spec is valid that
+    # deep, and validation says where.
+    with contextlib.suppress(RecursionError):
+        json.loads(raw, object_pairs_hook=pairs)
     return repeated

@@ -1,5 +1,15 @@
 """The connector spec, version "1": one frozen pydantic model per kind, joined by tagged unions.
 
+Every field carries its `Field(description=...)` and every model its docstring: `rq spec
+schema` (JSON Schema) and docs/reference.md (`spec.reference`) are both generated from them.
+
+A kind (an auth or pagination type) is one model here, a subclass of `AuthKind` or
+`PaginationKind`, and one member of the `Auth` or `Pagination` union. The model names the
+class it builds (`authenticator`, `paginator`, importing it when called: the flows and
+paginators import these models, not the other way round) and, for auth, the credentials it
+needs and where they travel. A kind defined elsewhere (a plugin, a test) joins its union
+with `register_kind`; docs/dev/contracts.md says how to add one.
+
 Structure errors come from pydantic; the rules that span fields (a GraphQL stream needs a
 `query`, `expand` needs a `primary_key`, ...) raise `RuleViolations`, which carries one
 problem per relative JSON path so that `spec.loading` can report every problem at once.
@@ -9,7 +19,11 @@ Build a Spec with `spec.loading.parse_spec` (it passes the API type the rules ne
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+import typing
+from abc import abstractmethod
+from functools import reduce
+from operator import or_
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urljoin, urlsplit
 
 from pydantic import (
@@ -22,7 +36,17 @@ from pydantic import (
     model_validator,
 )
 
-from rawquery_workers.templating import placeholders
+from rawquery_workers.spec.credentials import Credentials, flag_for
+from rawquery_workers.spec.origin import same_origin
+from rawquery_workers.spec.templating import placeholders
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    import httpx
+
+    from rawquery_workers.auth.base import AuthContext
+    from rawquery_workers.paginate.base import Paginator, PaginatorOptions
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ColumnType = Literal["string", "integer", "float", "boolean", "timestamp", "date", "json"]
@@ -49,21 +73,76 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Kind(StrictModel):
+    """A member of a tagged union: its `type` field's one literal value names it in a spec."""
+
+    @classmethod
+    def tag(cls) -> str:
+        """The `type` value that selects this kind (`"offset"`, `"bearer"`)."""
+        field = cls.model_fields.get("type")
+        values = typing.get_args(field.annotation) if field is not None else ()
+        if field is None or typing.get_origin(field.annotation) is not Literal or len(values) != 1:
+            raise TypeError(f'{cls.__name__} needs a field `type: Literal["NAME"]`')
+        return str(values[0])
+
+
 # --- auth ----------------------------------------------------------------------------------
 
 
-class NoAuth(StrictModel):
+class AuthKind(Kind):
+    """Base of the auth kinds: the flow a spec's `auth` builds, the credentials it needs and
+    where they travel. The defaults fit a kind that signs only requests to `base_url`."""
+
+    def credential_fields(self) -> tuple[str, ...]:
+        """The `Credentials` fields the flow reads (`token`, `username`, ...)."""
+        return ()
+
+    def required_credentials(self, creds: Credentials) -> list[str]:
+        """The `rq connect` flags this kind requires that `creds` does not give."""
+        return [flag_for(name) for name in self.credential_fields() if not getattr(creds, name)]
+
+    def credential_params(self) -> tuple[str, ...]:
+        """Query parameters that carry credentials (the redactor masks their values)."""
+        return ()
+
+    def credential_headers(self) -> tuple[str, ...]:
+        """Headers that carry credentials (the redactor masks their values)."""
+        return ()
+
+    def credential_urls(self, base_url: str) -> dict[str, str]:
+        """Where credentials are sent: the spec field naming each URL -> that URL."""
+        return {"base_url": base_url}
+
+    @abstractmethod
+    def authenticator(self, credentials: Credentials, context: AuthContext) -> httpx.Auth | None:
+        """The flow signing requests to `context.base_url`'s origin (None: no auth). Raises
+        AuthError naming the missing `rq connect` flags when `credentials` lack some."""
+
+
+class NoAuth(AuthKind):
     """A public API: no credentials."""
 
-    type: Literal["none"]
+    type: Literal["none"] = Field(description='"none".')
+
+    def credential_urls(self, base_url: str) -> dict[str, str]:
+        return {}
+
+    def authenticator(self, credentials: Credentials, context: AuthContext) -> None:
+        return None
 
 
-class ApiKeyAuth(StrictModel):
+class ApiKeyAuth(AuthKind):
     """`--auth-token` sent in one header or one query parameter."""
 
-    type: Literal["api_key"]
-    header: str | None = Field(default=None, min_length=1)
-    query_param: str | None = Field(default=None, min_length=1)
+    type: Literal["api_key"] = Field(description='"api_key".')
+    header: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Header that carries --auth-token (exactly one of header, query_param).",
+    )
+    query_param: str | None = Field(
+        default=None, min_length=1, description="Query parameter that carries --auth-token."
+    )
 
     @model_validator(mode="after")
     def _one_place(self) -> ApiKeyAuth:
@@ -73,27 +152,69 @@ class ApiKeyAuth(StrictModel):
             )
         return self
 
+    def credential_fields(self) -> tuple[str, ...]:
+        return ("token",)
 
-class BearerAuth(StrictModel):
+    def credential_params(self) -> tuple[str, ...]:
+        return (self.query_param,) if self.query_param else ()
+
+    def credential_headers(self) -> tuple[str, ...]:
+        return (self.header,) if self.header else ()
+
+    def authenticator(self, credentials: Credentials, context: AuthContext) -> httpx.Auth:
+        from rawquery_workers.auth.api_key import ApiKeyAuthenticator
+
+        return ApiKeyAuthenticator(self, credentials, base_url=context.base_url)
+
+
+class BearerAuth(AuthKind):
     """`Authorization: Bearer <--auth-token>`."""
 
-    type: Literal["bearer"]
+    type: Literal["bearer"] = Field(description='"bearer".')
+
+    def credential_fields(self) -> tuple[str, ...]:
+        return ("token",)
+
+    def authenticator(self, credentials: Credentials, context: AuthContext) -> httpx.Auth:
+        from rawquery_workers.auth.bearer import BearerAuthenticator
+
+        return BearerAuthenticator(credentials, base_url=context.base_url)
 
 
-class BasicAuth(StrictModel):
+class BasicAuth(AuthKind):
     """HTTP basic auth from `--auth-user` / `--auth-pass`."""
 
-    type: Literal["basic"]
+    type: Literal["basic"] = Field(description='"basic".')
+
+    def credential_fields(self) -> tuple[str, ...]:
+        return ("username", "password")
+
+    def authenticator(self, credentials: Credentials, context: AuthContext) -> httpx.Auth:
+        from rawquery_workers.auth.basic import BasicAuthenticator
+
+        return BasicAuthenticator(credentials, base_url=context.base_url)
 
 
-class OAuth2Auth(StrictModel):
+class OAuth2Auth(AuthKind):
     """Access tokens from `token_url`, refreshed before each sync and once on a 401."""
 
-    type: Literal["oauth2"]
-    token_url: str
-    refresh_url: str | None = None
-    grant_type: Literal["refresh_token", "client_credentials"] = "refresh_token"
-    scopes: list[str] = Field(default_factory=list)
+    type: Literal["oauth2"] = Field(
+        description='"oauth2". Credentials: --client-id, --client-secret and (for '
+        "refresh_token) --refresh-token."
+    )
+    token_url: str = Field(description="Token endpoint (absolute URL).")
+    refresh_url: str | None = Field(
+        default=None,
+        description="Endpoint for the refresh_token grant, when it differs from token_url.",
+    )
+    grant_type: Literal["refresh_token", "client_credentials"] = Field(
+        default="refresh_token",
+        description='"refresh_token" (rotated refresh tokens are stored encrypted at once) or '
+        '"client_credentials".',
+    )
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes requested, sent space-separated."
+    )
 
     @model_validator(mode="after")
     def _urls(self) -> OAuth2Auth:
@@ -111,15 +232,47 @@ class OAuth2Auth(StrictModel):
     def effective_refresh_url(self) -> str:
         return self.refresh_url or self.token_url
 
+    def credential_fields(self) -> tuple[str, ...]:
+        needed = ("client_id", "client_secret")
+        return (*needed, "refresh_token") if self.grant_type == "refresh_token" else needed
+
+    def credential_urls(self, base_url: str) -> dict[str, str]:
+        # base_url gets the access token; the token endpoints get the client's secrets.
+        return {"base_url": base_url, **{f"auth.{n}": url for n, url in self._named_urls()}}
+
+    def authenticator(self, credentials: Credentials, context: AuthContext) -> httpx.Auth:
+        from rawquery_workers.auth.oauth2 import OAuth2Authenticator
+
+        return OAuth2Authenticator(
+            self,
+            credentials,
+            base_url=context.base_url,
+            on_credentials=context.on_credentials,
+            refresh_lock=context.refresh_lock,
+            reload=context.reload,
+            token_client=context.token_client,
+            redactor=context.redactor,
+        )
+
 
 class PreRequest(StrictModel):
     """The login call of a custom auth; `extract` names values read from its JSON answer."""
 
-    url: str
-    method: Literal["GET", "POST", "PUT", "PATCH"] = "POST"
-    body: dict[str, JsonValue] | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    extract: dict[str, str] = Field(default_factory=dict)
+    url: str = Field(description="Login URL (absolute); may use the `{{auth.*}}` templates.")
+    method: Literal["GET", "POST", "PUT", "PATCH"] = Field(
+        default="POST", description="HTTP method of the login call."
+    )
+    body: dict[str, JsonValue] | None = Field(
+        default=None,
+        description="JSON body of the login call; string values may use the `{{auth.*}}` "
+        "templates.",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers of the login call.")
+    extract: dict[str, str] = Field(
+        default_factory=dict,
+        description='Names to read from the login answer: {"session_token": "response.token"} '
+        "makes `{{session_token}}` available.",
+    )
 
     @model_validator(mode="after")
     def _paths(self) -> PreRequest:
@@ -134,14 +287,28 @@ class PreRequest(StrictModel):
         _raise_if(problems)
         return self
 
+    def auth_names(self) -> set[str]:
+        """The `{{auth.*}}` names the login's url, headers and body use."""
+        return _auth_names([self.url, dict(self.headers), self.body])
 
-class CustomAuth(StrictModel):
+
+class CustomAuth(AuthKind):
     """Multi-step auth: an optional login call, then templated headers and query params."""
 
-    type: Literal["custom"]
-    pre_request: PreRequest | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, str] = Field(default_factory=dict)
+    type: Literal["custom"] = Field(description='"custom".')
+    pre_request: PreRequest | None = Field(
+        default=None,
+        description="Optional login call made before the first request and again after a 401.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers added to every request; values may use `{{auth.username}}`, "
+        "`{{auth.password}}`, `{{auth.token}}` and extracted names.",
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parameters added to every request; same templates as headers.",
+    )
 
     @model_validator(mode="after")
     def _known_names(self) -> CustomAuth:
@@ -157,6 +324,37 @@ class CustomAuth(StrictModel):
         _raise_if(problems)
         return self
 
+    def auth_names(self) -> set[str]:
+        """The `{{auth.*}}` names every template of this auth uses (the login's too)."""
+        login = self.pre_request.auth_names() if self.pre_request else set()
+        return _auth_names([dict(self.headers), dict(self.params)]) | login
+
+    def credential_fields(self) -> tuple[str, ...]:
+        return tuple(sorted(name.removeprefix("auth.") for name in self.auth_names()))
+
+    def credential_params(self) -> tuple[str, ...]:
+        return tuple(self.params)
+
+    def credential_headers(self) -> tuple[str, ...]:
+        return tuple(self.headers)
+
+    def credential_urls(self, base_url: str) -> dict[str, str]:
+        urls = {"base_url": base_url} if self.headers or self.params else {}
+        if self.pre_request is not None:
+            urls["auth.pre_request.url"] = self.pre_request.url
+        return urls
+
+    def authenticator(self, credentials: Credentials, context: AuthContext) -> httpx.Auth:
+        from rawquery_workers.auth.custom import CustomAuthenticator
+
+        return CustomAuthenticator(
+            self, credentials, base_url=context.base_url, redactor=context.redactor
+        )
+
+
+def _auth_names(values: list[JsonValue]) -> set[str]:
+    return {name for value in values for name in placeholders(value) if name in AUTH_NAMES}
+
 
 Auth = Annotated[
     NoAuth | ApiKeyAuth | BearerAuth | BasicAuth | OAuth2Auth | CustomAuth,
@@ -167,36 +365,81 @@ Auth = Annotated[
 # --- pagination ----------------------------------------------------------------------------
 
 
-class OffsetPagination(StrictModel):
-    """`?offset=N&limit=page_size`; ends at an empty or short page."""
+class PaginationKind(Kind):
+    """Base of the pagination kinds: each names the paginator it builds."""
 
-    type: Literal["offset"]
-    param: str = "offset"
-    limit_param: str | None = "limit"
-    page_size: int = Field(default=100, ge=1)
-    start_offset: int = Field(default=0, ge=0)
+    @abstractmethod
+    def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
+        """A fresh paginator walking this kind's pages (see `paginate.paginator_for`)."""
 
 
-class CursorPagination(StrictModel):
+_PAGE_SIZE = (
+    "Records per page asked for (the API may cap it); a page shorter than the largest one "
+    "seen is the last."
+)
+_TOTAL_PATH = (
+    "Dotted path of the total record count in the body; the walk ends when it is reached, "
+    "and warns when it lands fewer."
+)
+_HAS_MORE_PATH = "Dotted path of a boolean; false ends the stream."
+
+
+class OffsetPagination(PaginationKind):
+    """`?offset=N&limit=page_size`; ends at an empty page, a page shorter than the largest
+    seen, the total at `total_path`, or `has_more_path` reading false."""
+
+    type: Literal["offset"] = Field(description='"offset".')
+    param: str = Field(default="offset", description="Query parameter of the offset.")
+    limit_param: str | None = Field(
+        default="limit", description="Query parameter of the page size (null: not sent)."
+    )
+    page_size: int = Field(default=100, ge=1, description=_PAGE_SIZE)
+    start_offset: int = Field(default=0, ge=0, description="Offset of the first page.")
+    total_path: str | None = Field(default=None, description=_TOTAL_PATH)
+    has_more_path: str | None = Field(default=None, description=_HAS_MORE_PATH)
+
+    def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
+        from rawquery_workers.paginate.offset import OffsetPaginator
+
+        return OffsetPaginator(self, **options)
+
+
+class CursorPagination(PaginationKind):
     """A token read from the body at `cursor_path`, sent back as query `param` (REST) or as
     GraphQL variable `cursor_variable` (Relay); ends when the token is missing or empty, or
     when `has_more_path` reads false."""
 
-    type: Literal["cursor"]
-    cursor_path: str
-    param: str | None = None
-    cursor_variable: str | None = None
-    has_more_path: str | None = None
+    type: Literal["cursor"] = Field(description='"cursor".')
+    cursor_path: str = Field(
+        description='Dotted path of the next-page token in the body (e.g. "paging.next.after", '
+        '"data.-1.id").'
+    )
+    param: str | None = Field(
+        default=None, description="Query parameter that carries the token (REST; required)."
+    )
+    cursor_variable: str | None = Field(
+        default=None, description="GraphQL variable that carries the token (GraphQL; required)."
+    )
+    has_more_path: str | None = Field(default=None, description=_HAS_MORE_PATH)
+
+    def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
+        from rawquery_workers.paginate.cursor import CursorPaginator
+
+        return CursorPaginator(self, **options)
 
 
-class PageNumberPagination(StrictModel):
-    """`?page=N[&per_page=page_size]`; ends at an empty page or one shorter than page_size."""
+class PageNumberPagination(PaginationKind):
+    """`?page=N[&per_page=page_size]`; ends like offset pagination."""
 
-    type: Literal["page_number"]
-    param: str = "page"
-    page_size_param: str | None = None
-    page_size: int | None = Field(default=None, ge=1)
-    start_page: int = Field(default=1, ge=0)
+    type: Literal["page_number"] = Field(description='"page_number".')
+    param: str = Field(default="page", description="Query parameter of the page number.")
+    page_size_param: str | None = Field(
+        default=None, description="Query parameter of the page size (needs page_size)."
+    )
+    page_size: int | None = Field(default=None, ge=1, description=_PAGE_SIZE)
+    start_page: int = Field(default=1, ge=0, description="Number of the first page.")
+    total_path: str | None = Field(default=None, description=_TOTAL_PATH)
+    has_more_path: str | None = Field(default=None, description=_HAS_MORE_PATH)
 
     @model_validator(mode="after")
     def _size(self) -> PageNumberPagination:
@@ -204,19 +447,37 @@ class PageNumberPagination(StrictModel):
             raise RuleViolations([("page_size", "is required when page_size_param is set")])
         return self
 
+    def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
+        from rawquery_workers.paginate.page_number import PageNumberPaginator
 
-class LinkHeaderPagination(StrictModel):
+        return PageNumberPaginator(self, **options)
+
+
+class LinkHeaderPagination(PaginationKind):
     """RFC 8288 (5988) `Link: <url>; rel="next"`, GitHub-style."""
 
-    type: Literal["link_header"]
-    rel: str = "next"
+    type: Literal["link_header"] = Field(description='"link_header".')
+    rel: str = Field(default="next", description="The link relation to follow.")
+
+    def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
+        from rawquery_workers.paginate.link_header import LinkHeaderPaginator
+
+        return LinkHeaderPaginator(self, **options)
 
 
-class NextUrlPagination(StrictModel):
+class NextUrlPagination(PaginationKind):
     """The next page's URL (absolute or relative) read from the body at `next_url_path`."""
 
-    type: Literal["next_url"]
-    next_url_path: str
+    type: Literal["next_url"] = Field(description='"next_url".')
+    next_url_path: str = Field(
+        description="Dotted path of the next page's URL (absolute or relative) in the body; "
+        "missing, null or empty ends the stream."
+    )
+
+    def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
+        from rawquery_workers.paginate.next_url import NextUrlPaginator
+
+        return NextUrlPaginator(self, **options)
 
 
 Pagination = Annotated[
@@ -235,18 +496,42 @@ Pagination = Annotated[
 class RateLimit(StrictModel):
     """Per connection: all its streams, on all workers, share `requests_per_second`."""
 
-    requests_per_second: float | None = Field(default=None, gt=0)
-    burst: int | None = Field(default=None, ge=1)
-    retry_on: list[Annotated[int, Field(ge=400, le=599)]] = Field(
-        default_factory=lambda: [429, 500, 502, 503, 504]
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="Average request rate (may be fractional); absent: no cap.",
     )
-    backoff: Literal["exponential", "linear", "constant"] = "exponential"
-    max_retries: int = Field(default=5, ge=0, le=100)
-    respect_retry_after: bool = True
-    # Seconds: the first wait; each backoff kind grows from it.
-    backoff_base: float = Field(default=1.0, gt=0, le=600)
-    # Seconds: the longest single wait, Retry-After included.
-    max_wait: float = Field(default=300.0, gt=0, le=3600)
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests allowed at once; default one second's worth (at least 1).",
+    )
+    retry_on: list[Annotated[int, Field(ge=400, le=599)]] = Field(
+        default_factory=lambda: [429, 500, 502, 503, 504],
+        description="HTTP statuses retried with backoff.",
+    )
+    backoff: Literal["exponential", "linear", "constant"] = Field(
+        default="exponential",
+        description='"exponential" (with full jitter), "linear" or "constant".',
+    )
+    max_retries: int = Field(
+        default=5, ge=0, le=100, description="Retries after the first attempt."
+    )
+    respect_retry_after: bool = Field(
+        default=True, description="Wait as long as the server's Retry-After says."
+    )
+    backoff_base: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="Seconds: the first backoff wait; each kind grows from it.",
+    )
+    max_wait: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="Seconds: the longest single wait, Retry-After included.",
+    )
 
     @property
     def effective_burst(self) -> int:
@@ -264,8 +549,12 @@ DEFAULT_RATE_LIMIT = RateLimit()
 class Expand(StrictModel):
     """An array field expanded into the child table STREAM_FIELD."""
 
-    primary_key: str | list[str]
-    parent_key: str
+    primary_key: str | list[str] = Field(
+        description="The child table's primary key (a column or a list)."
+    )
+    parent_key: str = Field(
+        description="Name of the child column holding the parent's primary key."
+    )
 
     @property
     def keys(self) -> list[str]:
@@ -273,26 +562,90 @@ class Expand(StrictModel):
 
 
 class Fields(StrictModel):
-    include: list[str] | None = None
-    rename: dict[str, str] = Field(default_factory=dict)
+    include: list[str] | None = Field(
+        default=None,
+        description="Columns to keep (names after flatten; primary-key columns are always "
+        "kept). A child's as FIELD.column.",
+    )
+    rename: dict[str, str] = Field(
+        default_factory=dict,
+        description="Old name -> new name, applied last. A child's as FIELD.column.",
+    )
 
 
 class Stream(StrictModel):
-    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=120)]
-    endpoint: str | None = None
-    method: Literal["GET", "POST"] = "GET"
-    data_path: str | None = None
-    primary_key: list[str] = Field(default_factory=list)
-    cursor_field: str | None = None
-    pagination: Pagination | None = None
-    params: dict[str, ParamValue] = Field(default_factory=dict)
-    query: str | None = None
-    variables: dict[str, JsonValue] = Field(default_factory=dict)
-    sync_modes: list[SyncMode] | None = None
-    flatten: dict[str, FlattenMode] = Field(default_factory=dict)
-    expand: dict[str, Expand] = Field(default_factory=dict)
-    fields: Fields | None = None
-    types: dict[str, ColumnType] = Field(default_factory=dict)
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=120)] = Field(
+        description="Table name: letters, digits and _, not starting with a digit. Expanded "
+        "arrays land in NAME_FIELD."
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description='Path relative to base_url (e.g. "/users"); required for REST. An absolute '
+        "URL must be on base_url's origin.",
+    )
+    method: Literal["GET", "POST"] = Field(
+        default="GET", description="HTTP method of a REST stream."
+    )
+    data_path: str | None = Field(
+        default=None,
+        description='Dotted path to the array of records (e.g. "data.results"; "data.-1.id" '
+        "counts from the end). Absent: the body is the array (an object is one record).",
+    )
+    primary_key: list[str] = Field(
+        default_factory=list,
+        description="Columns identifying a record: one row per key after any sequence of "
+        "syncs (newest wins). Needed by `expand`.",
+    )
+    cursor_field: str | None = Field(
+        default=None,
+        description="Column whose greatest value is saved after each sync (a timestamp: at "
+        "most the sync's start time minus cursor_lookback); later syncs keep records at or "
+        "after it (incremental).",
+    )
+    cursor_lookback: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds re-read before the saved timestamp cursor, for records that "
+        "arrive late (keyed streams merge them, append streams skip what landed).",
+    )
+    pagination: Pagination | None = Field(
+        default=None,
+        description="How to get the next page; one of the pagination kinds below. Absent: a "
+        "single page.",
+    )
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict,
+        description="Static query parameters. A value may use `{{cursor}}` (the saved "
+        "cursor); a parameter whose value is only `{{cursor}}` is left out on a first sync.",
+    )
+    query: str | None = Field(default=None, description="GraphQL query (GraphQL specs only).")
+    variables: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="GraphQL variables (GraphQL specs only); may use `{{cursor}}`.",
+    )
+    sync_modes: list[SyncMode] | None = Field(
+        default=None,
+        description='Allowed modes: ["full_refresh"] always replaces the table; absent or '
+        "with incremental: incremental when `cursor_field` is set.",
+    )
+    flatten: dict[str, FlattenMode] = Field(
+        default_factory=dict,
+        description='Nested objects to flatten, by field path: "prefix" (address_city), '
+        '"lift" (city) or "json" (default: kept as a JSON string).',
+    )
+    expand: dict[str, Expand] = Field(
+        default_factory=dict,
+        description="Arrays to move into child tables NAME_FIELD, by field name.",
+    )
+    fields: Fields | None = Field(
+        default=None,
+        description="Columns to keep (`include`) and to rename (`rename`, applied last).",
+    )
+    types: dict[str, ColumnType] = Field(
+        default_factory=dict,
+        description="Column types overriding inference: string, integer, float, boolean, "
+        "timestamp, date, json.",
+    )
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> Stream:
@@ -311,6 +664,14 @@ class Stream(StrictModel):
     def full_refresh_only(self) -> bool:
         return self.sync_modes == ["full_refresh"]
 
+    @property
+    def cursor_column(self) -> str | None:
+        """The cursor's column in the table (after `fields.rename`)."""
+        if self.cursor_field is None:
+            return None
+        rename = self.fields.rename if self.fields else {}
+        return rename.get(self.cursor_field, self.cursor_field)
+
     def child_table(self, field: str) -> str:
         return f"{self.name}_{field}"
 
@@ -322,13 +683,29 @@ def _absolute_url(url: str) -> str:
 
 
 class Spec(StrictModel):
-    version: Literal["1"]
+    version: Literal["1"] = Field(description='The spec format version: always "1".')
     # Checked on its own (not in `_rules`) so a bad URL is reported with the other problems.
-    base_url: Annotated[str, AfterValidator(_absolute_url)]
-    type: Literal["rest", "graphql"] = "rest"
-    auth: Auth
-    streams: list[Stream] = Field(min_length=1)
-    rate_limit: RateLimit | None = None
+    base_url: Annotated[str, AfterValidator(_absolute_url)] = Field(
+        description="Absolute http(s) URL every endpoint is relative to. Credentials are only "
+        "ever sent to its origin (scheme, host, port)."
+    )
+    type: Literal["rest", "graphql"] = Field(
+        default="rest",
+        description='"rest" or "graphql" (streams then use `query`, POSTed to `endpoint`, '
+        'default "/graphql").',
+    )
+    auth: Auth = Field(
+        description="How requests are authenticated; one of the auth kinds below, chosen by `type`."
+    )
+    streams: list[Stream] = Field(
+        min_length=1,
+        description="The endpoints to sync; each lands in the table CONNECTION.NAME.",
+    )
+    rate_limit: RateLimit | None = Field(
+        default=None,
+        description="Request budget and retries, shared by all streams of the connection on "
+        "all workers.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> Spec:
@@ -352,9 +729,63 @@ class Spec(StrictModel):
         return [t for s in self.streams for t in [s.name, *map(s.child_table, s.expand)]]
 
 
-# --- cross-field rules ---------------------------------------------------------------------
+# --- kinds defined outside this module -----------------------------------------------------
 
-_PAGINATION_TYPES = ("offset", "cursor", "page_number", "link_header", "next_url")
+# The kinds each union holds now: the built-in members above, then any `register_kind` added.
+_MEMBERS: dict[type[Kind], list[type[Kind]]] = {
+    AuthKind: list(typing.get_args(typing.get_args(Auth)[0])),
+    PaginationKind: list(typing.get_args(typing.get_args(Pagination)[0])),
+}
+
+
+def kinds(family: type[Kind]) -> list[type[Kind]]:
+    """The kinds `parse_spec` accepts now, in union order: `kinds(AuthKind)` or
+    `kinds(PaginationKind)`."""
+    return list(_MEMBERS[family])
+
+
+def register_kind(kind: type[Kind]) -> None:
+    """Make `kind` (a subclass of `AuthKind` or `PaginationKind`) a member of the `auth` or
+    `pagination` union from now on: `parse_spec`, `rq spec schema` and the reference accept
+    and describe it. Raises TypeError for another class, ValueError for a taken `type`."""
+    members = _MEMBERS[_family(kind)]
+    if kind in members:
+        return
+    taken = {member.tag(): member for member in members}
+    if kind.tag() in taken:
+        raise ValueError(f"type '{kind.tag()}' is already {taken[kind.tag()].__name__}'s")
+    members.append(kind)
+    _rebuild_unions()
+
+
+def unregister_kind(kind: type[Kind]) -> None:
+    """Undo `register_kind` (tests register kinds for a while)."""
+    members = _MEMBERS[_family(kind)]
+    if kind in members:
+        members.remove(kind)
+        _rebuild_unions()
+
+
+def _family(kind: type[Kind]) -> type[Kind]:
+    for family in _MEMBERS:
+        if isinstance(kind, type) and issubclass(kind, family) and kind is not family:
+            kind.tag()  # a kind needs its `type` literal
+            return family
+    raise TypeError(f"{kind!r} is not a subclass of AuthKind or PaginationKind")
+
+
+def _rebuild_unions() -> None:
+    """Retype the two union fields with the current members and rebuild the models they are
+    compiled into (Stream, then Spec, which holds Stream's validator)."""
+    pagination = Stream.model_fields["pagination"]
+    pagination.annotation = reduce(or_, [*_MEMBERS[PaginationKind], type(None)])
+    pagination.discriminator = "type"
+    Spec.model_fields["auth"].annotation = reduce(or_, _MEMBERS[AuthKind])
+    Stream.model_rebuild(force=True)
+    Spec.model_rebuild(force=True)
+
+
+# --- cross-field rules ---------------------------------------------------------------------
 
 
 def _url_problem(url: str) -> str | None:
@@ -385,6 +816,8 @@ def _stream_problems(stream: Stream, api_type: str) -> list[tuple[str, str]]:
         problems.append(("sync_modes", "must list at least one of full_refresh, incremental"))
     if stream.sync_modes and "incremental" in stream.sync_modes and not stream.cursor_field:
         problems.append(("sync_modes", "'incremental' needs a 'cursor_field'"))
+    if stream.cursor_lookback is not None and not stream.cursor_field:
+        problems.append(("cursor_lookback", "needs a 'cursor_field' (it re-reads before it)"))
     problems += _cursor_template_problems(stream, "params", stream.params)
     problems += _cursor_template_problems(stream, "variables", stream.variables)
     return problems + _shape_problems(stream)
@@ -433,7 +866,7 @@ def _shape_problems(stream: Stream) -> list[tuple[str, str]]:
     for field, exp in stream.expand.items():
         if stream.flatten.get(field):
             problems.append((f"expand.{field}", "a field cannot be both flattened and expanded"))
-        if exp.parent_key in exp.keys:
+        if exp.keys == [exp.parent_key]:  # with the item's own key it is fine: ["order_id", "id"]
             why = f"'{exp.parent_key}' is also the child's primary_key; pick a distinct column name"
             problems.append((f"expand.{field}.parent_key", why))
     return problems
@@ -463,20 +896,10 @@ def _endpoint_problems(base_url: str, streams: list[Stream]) -> list[tuple[str, 
     for i, stream in enumerate(streams):
         endpoint = stream.endpoint or ""
         absolute = "://" in endpoint or endpoint.startswith("//")
-        if absolute and _origin(urljoin(base_url, endpoint)) != _origin(base_url):
+        if absolute and not same_origin(urljoin(base_url, endpoint), base_url):
             msg = f"'{endpoint}' is not on base_url's host; use a path such as \"/users\""
             problems.append((f"streams[{i}].endpoint", msg))
     return problems
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port
 
 
 def _table_name_problems(streams: list[Stream]) -> list[tuple[str, str]]:

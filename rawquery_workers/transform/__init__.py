@@ -2,6 +2,8 @@
 
 `transform_records(stream, records, known=None, since_cursor=None)` is the entry point; the
 tables it returns are described in `batch.py`, the user-facing rules in docs/transform.md.
+
+May import: errors, spec. No I/O.
 """
 
 from rawquery_workers.transform.batch import (

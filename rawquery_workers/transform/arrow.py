@@ -39,8 +39,11 @@ class TypedTable:
     def retypable(self) -> frozenset[str]:
         return frozenset(c.name for c in self.columns if c.retypable)
 
+    def column(self, name: str) -> TypedColumn:
+        return next(c for c in self.columns if c.name == name)
+
     def array(self, name: str) -> pa.Array:
-        return next(c.array for c in self.columns if c.name == name)
+        return self.column(name).array
 
     def to_table(self, extra: dict[str, pa.Array]) -> pa.Table:
         """The columns, then `_rq_rejected`, then `extra` (other system columns)."""

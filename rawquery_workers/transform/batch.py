@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 # Columns rawquery adds to every table (INTERFACE.md: system columns start with `_rq_`).
+SYSTEM_PREFIX = "_rq_"
 SYNCED_AT = "_rq_synced_at"  # timestamp[us, UTC]: when the sync that wrote the row started
 REJECTED = "_rq_rejected"  # string, JSON object {column: original value} of uncoercible values
 KEY = "_rq_key"  # string: the primary key of the row as one comparable value
@@ -36,7 +37,7 @@ class TableBatch:
     System columns (last, in this order): `_rq_rejected` (always present; null on rows
     where every value was read) and `_rq_key` (only when `keys` is not empty: the key
     values as one string, the value itself as text for a one-column key, a JSON array of
-    the values otherwise; null when a key value is missing)."""
+    the values otherwise; never null, keys.py refuses a batch with a null key value)."""
 
     name: str
     data: pa.Table
@@ -50,10 +51,14 @@ class TableBatch:
 @dataclass(frozen=True, slots=True)
 class TransformResult:
     """The parent table first, then its children; `max_cursor` is the greatest cursor value
-    among the kept records (as a string), `warnings` are user-facing lines with counts."""
+    among the kept records (as a string), `warnings` are user-facing lines with counts.
+    `renames` are the lines of `warnings` saying that an API field lands under another
+    column name than its own (`TABLE: API field "ID" lands as column "ID_2" (...)`): a sync
+    reports them as schema changes rather than warnings."""
 
     tables: list[TableBatch]
     records_in: int = 0
     records_dropped_by_cursor: int = 0
     max_cursor: str | None = None
     warnings: list[str] = field(default_factory=list)
+    renames: list[str] = field(default_factory=list)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from rawquery_workers.jsonpath import split_path
+from rawquery_workers.spec.jsonpath import split_path
 from rawquery_workers.transform.flatten import FlatColumn, FlattenRules, resolve_names
 
 Loader = Callable[[], list[object]]
@@ -151,7 +151,7 @@ def _walk(
         mode = rules.mode(sub, inherited)  # type: ignore[arg-type]
         values = ArrowValues(child, _member(python, key))
         if mode == "json" or not pa.types.is_struct(child.type) or child.null_count == len(child):
-            out.append(FlatColumn(sub, name, values))  # type: ignore[arg-type]
+            out.append(FlatColumn(sub, name, values))
         elif mode == "prefix":
             _walk(child, values.python, sub, name + "_", "prefix", rules, out)
         else:
@@ -174,4 +174,4 @@ def child_items(values: ArrowValues) -> tuple[pa.StructArray, pa.Array, Loader] 
         return None
     owner = pc.list_parent_indices(array).cast(pa.int64())
     parents = values.python
-    return items, owner, Lazy(lambda: [item for v in parents() for item in (v or ())])
+    return items, owner, Lazy(lambda: [item for v in parents() for item in (v or ())])  # type: ignore[attr-defined]  # each parent value is a list of items

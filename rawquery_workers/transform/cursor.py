@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -93,7 +93,55 @@ def later_cursor(a: str | None, b: str | None) -> str | None:
     timestamps (ISO 8601, UTC) and other strings as strings."""
     if not a or not b:
         return a or b
+    when_a, when_b = instant_of(a), instant_of(b)
+    if when_a is not None and when_b is not None:
+        return a if when_a >= when_b else b
     try:
         return a if float(a) >= float(b) else b
     except ValueError:
         return max(a, b)
+
+
+# --- the saved cursor of a timestamp cursor (INTERFACE.md, "under change and faults") --------
+
+
+def instant_of(text: str) -> datetime | None:
+    """A cursor written as an ISO 8601 date or timestamp, as a UTC instant (naive: UTC);
+    None for other cursors (ids, versions, epoch numbers)."""
+    if len(text) < 10 or not text[:4].isdigit() or text[4] != "-":
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def written_like(when: datetime, sample: str) -> str:
+    """`when` (floored to the second) in the style of the cursor text `sample`: a date, or
+    a timestamp with the same separator and zone notation, so that string columns compare."""
+    when = when.astimezone(UTC).replace(microsecond=0)
+    if len(sample) == 10:
+        return when.date().isoformat()
+    text = when.isoformat(sep=sample[10])
+    parsed = datetime.fromisoformat(sample.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        return text.removesuffix("+00:00")
+    return text.replace("+00:00", "Z") if sample[-1] in "Zz" else text
+
+
+def bounded(cursor: str | None, bound: datetime) -> str | None:
+    """The cursor to save: a timestamp cursor is never later than `bound` (the sync's start
+    minus the lookback), so records changed while the sync ran are read again next time."""
+    when = instant_of(cursor) if cursor else None
+    if cursor is None or when is None or when <= bound:
+        return cursor
+    return written_like(bound, cursor)
+
+
+def looked_back(cursor: str | None, seconds: float | None) -> str | None:
+    """The cursor a sync filters with: `seconds` before the saved timestamp cursor."""
+    when = instant_of(cursor) if cursor and seconds else None
+    if cursor is None or when is None or seconds is None:
+        return cursor
+    return written_like(when - timedelta(seconds=seconds), cursor)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import accumulate, chain
+from typing import TYPE_CHECKING
 
 import orjson
 import pyarrow as pa
@@ -19,6 +20,10 @@ import pyarrow.compute as pc
 
 from rawquery_workers.transform.flatten import FlatColumn
 from rawquery_workers.transform.parse import json_text
+
+if TYPE_CHECKING:
+    from rawquery_workers.transform.arrow import TypedTable
+    from rawquery_workers.transform.columnar import ArrowValues
 
 VALUE_COLUMN = "value"
 
@@ -31,9 +36,9 @@ class ChildRows:
 
 def split_expanded(
     columns: list[FlatColumn], fields: Mapping[str, object]
-) -> tuple[list[FlatColumn], dict[str, list[object] | None]]:
+) -> tuple[list[FlatColumn], dict[str, list[object] | ArrowValues | None]]:
     """Take the expanded fields out of the parent's columns (None: absent from the batch)."""
-    found: dict[str, list[object] | None] = dict.fromkeys(fields)
+    found: dict[str, list[object] | ArrowValues | None] = dict.fromkeys(fields)
     rest = []
     for column in columns:
         if column.name in found:
@@ -84,3 +89,13 @@ def _json_tuples(key_arrays: list[pa.Array]) -> list[str | None]:
         except TypeError:
             out.append(json_text(list(values)))
     return out
+
+
+def shared_keys(table: TypedTable, keys: tuple[str, ...], link: str) -> int:
+    """How many child keys of a batch appear under more than one parent (a child keyed
+    without its parent: all but the last parent's row of each would be lost)."""
+    if not keys or not table.rows:
+        return 0
+    pairs = pa.table({"k": key_text([table.array(k) for k in keys]), "p": table.array(link)})
+    counted = pairs.drop_null().group_by("k").aggregate([("p", "count_distinct")])
+    return int(pc.sum(pc.greater(counted.column("p_count_distinct"), 1)).as_py() or 0)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rawquery_workers.spec.models import ColumnType, Stream
-from rawquery_workers.transform.flatten import FlatColumn, free_name
+from rawquery_workers.transform.flatten import FlatColumn, folded, free_name, quoted
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,28 +50,36 @@ class FieldRules:
         return [c for c in columns if c.name in keep]
 
     def final_names(
-        self, names: list[str], reserved: Iterable[str] = ()
-    ) -> tuple[dict[str, str], list[str]]:
-        """name -> final name. A renamed column takes its new name; a column that had that
-        name already (or a reserved one) gets `_2`, `_3`, ... and a warning."""
-        reserved = set(reserved)
+        self, names: list[str], reserved: Iterable[str] = (), existing: Iterable[str] = ()
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """name -> final name, and name -> why it is not the name asked for.
+
+        A renamed column takes its new name; names are compared ignoring case (`folded`).
+        A column whose name is taken already (by a renamed column, a `reserved` one, or
+        another renamed column before it) gets `_2`, `_3`, ...; so does one whose name is a
+        case variant of a column the table has (`existing`): the table would hold both."""
+        holders = {folded(r): r for r in reserved}
+        in_table = list(existing)
+        exact = frozenset(in_table)
+        table = {folded(e): e for e in reversed(in_table)}  # the first of case variants
         targets = {n: self.rename.get(n, n) for n in names}
-        claimed = {self.rename[n] for n in names if n in self.rename} | reserved
-        taken = set(targets.values()) | reserved
+        taken = {folded(t) for t in targets.values()} | set(holders)
         final: dict[str, str] = {}
-        warnings: list[str] = []
-        for name in names:
+        clashes: dict[str, str] = {}
+        renamed_first = sorted(names, key=lambda n: n not in self.rename)
+        for name in renamed_first:
             target = targets[name]
-            if target in reserved or (name not in self.rename and target in claimed):
+            key = folded(target)
+            if key in holders:
+                clashes[name] = f"it collides with column {quoted(holders[key])}"
+            elif target not in exact and key in table:
+                clashes[name] = f"the table has column {quoted(table[key])}"
+            if name in clashes:
                 target = free_name(target, taken)
-                warnings.append(
-                    f"column '{name}' would clash with a renamed or system column; "
-                    f"stored as '{target}'"
-                )
-            final[name] = target
-        return final, warnings
+            holders[folded(target)] = final[name] = target
+        return {n: final[n] for n in names}, clashes
 
 
-def _scoped(mapping: Mapping[str, object], field: str) -> dict:
+def _scoped(mapping: Mapping[str, V], field: str) -> dict[str, V]:
     start = field + "."
     return {k[len(start) :]: v for k, v in mapping.items() if k.startswith(start)}

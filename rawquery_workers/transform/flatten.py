@@ -7,10 +7,13 @@ Rules (user-facing text in docs/transform.md):
 - `prefix`: {"address": {"city": "Paris"}} -> address_city. `lift`: the object's keys move
   up one level, under their own names. A value that is not an object where one is
   flattened (a string, a list) stays in the column named after the field itself.
-- Names colliding after flattening: the column whose source path is shortest (a key the
-  record has as is) keeps the name, ties go to the alphabetically first path; the others
-  get `_2`, `_3`, ... and a warning. Names starting with `_rq_` are reserved: an API field
-  named so is stored as `api_rq_...`. An empty name becomes `_`.
+- Names colliding after flattening, ignoring case (`ID` and `id`: SQL engines, DuckDB in
+  `rq query` among them, take them for one column): the column whose source path is
+  shortest (a key the record has as is) keeps the name, then the one named in lower case,
+  then the alphabetically first path; the others get `_2`, `_3`, ... Names starting with
+  `_rq_` (any case) are reserved: an API field named so is stored as `api_rq_...`. An empty
+  name becomes `_`. Every such rename is reported by a note (`rename_note`), which a sync
+  lists in its schema changes.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from rawquery_workers.spec.models import FlattenMode
-from rawquery_workers.transform.parse import clean_text
+from rawquery_workers.transform.batch import SYSTEM_PREFIX
+from rawquery_workers.transform.parse import clean_text, json_text
 
 if TYPE_CHECKING:
     from rawquery_workers.transform.columnar import ArrowValues
 
 _EMPTY: dict[str, object] = {}
-SYSTEM_PREFIX = "_rq_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,7 @@ def _walk(
             inner = [v or _EMPTY for v in values]  # type: ignore[misc]
         else:
             out.append(FlatColumn(sub, name, [None if type(v) is dict else v for v in values]))
-            inner = [v if type(v) is dict else _EMPTY for v in values]  # type: ignore[misc]
+            inner = [v if type(v) is dict else _EMPTY for v in values]
         if mode == "prefix":
             _walk(inner, sub, name + "_", "prefix", rules, out)
         else:
@@ -146,41 +149,74 @@ def _walk(
 def resolve_names(
     columns: list[FlatColumn], reserved: Iterable[str] = ()
 ) -> tuple[list[FlatColumn], list[str]]:
-    """Give every column a distinct name (rules in the module docstring)."""
-    reserved = set(reserved)
+    """Give every column a distinct name (rules in the module docstring); a rename note for
+    each column whose name is not its field's. `reserved` names lose to nothing."""
+    holders = {folded(r): r for r in reserved}
     proposed = [_allowed(c.name) for c in columns]
     claims: dict[str, list[int]] = {}
     for i, name in enumerate(proposed):
-        claims.setdefault(name, []).append(i)
-    taken = set(proposed) | reserved
+        claims.setdefault(folded(name), []).append(i)
+    taken = set(claims) | set(holders)
     final = list(proposed)
-    warnings: list[str] = []
-    for name, owners in claims.items():
-        ranked = sorted(owners, key=lambda i: (len(columns[i].path), columns[i].path))
-        losers = ranked if name in reserved else ranked[1:]
+    winner: dict[int, str] = {}
+    for key, owners in claims.items():
+        ranked = sorted(owners, key=lambda i: _rank(columns[i], proposed[i]))
+        losers = ranked if key in holders else ranked[1:]
         for i in sorted(losers):
-            final[i] = free_name(name, taken)
-            source = clean_text(".".join(columns[i].path))
-            warnings.append(
-                f"field '{source}' would be column '{name}', which another field already "
-                f"has; stored as '{final[i]}'"
-            )
+            final[i] = free_name(proposed[i], taken)
+            winner[i] = holders.get(key) or proposed[ranked[0]]
+    notes = []
+    for i, (column, name) in enumerate(zip(columns, final, strict=True)):
+        reasons = _reasons(column.name, winner.get(i))
+        if reasons:
+            notes.append(rename_note(".".join(column.path), name, "; ".join(reasons)))
     renamed = [
         c if c.name == n else replace(c, name=n) for c, n in zip(columns, final, strict=True)
     ]
-    return renamed, warnings
+    return renamed, notes
+
+
+def _rank(column: FlatColumn, name: str) -> tuple[int, bool, tuple[str, ...]]:
+    return len(column.path), name != name.lower(), column.path
+
+
+def _reasons(name: str, winner: str | None) -> list[str]:
+    reasons = []
+    if not name:
+        reasons.append("a column name cannot be empty")
+    elif folded(name).startswith(SYSTEM_PREFIX):
+        reasons.append(f"names starting with {SYSTEM_PREFIX} are reserved for rawquery's columns")
+    if winner is not None:
+        reasons.append(f"it collides with column {quoted(winner)}")
+    return reasons
+
+
+def rename_note(field: str, column: str, reason: str) -> str:
+    """The line reporting that an API field lands under another column name than its own."""
+    return f"API field {quoted(field)} lands as column {quoted(column)} ({reason})"
+
+
+def quoted(name: str) -> str:
+    """A name in double quotes, as JSON writes it (so "" and odd characters show)."""
+    return json_text(clean_text(name))
+
+
+def folded(name: str) -> str:
+    """What a name is compared as: SQL engines take `ID` and `id` for the same column."""
+    return name.lower()
 
 
 def _allowed(name: str) -> str:
     if not name:
         return "_"
     name = clean_text(name)
-    return "api" + name if name.startswith(SYSTEM_PREFIX) else name
+    return "api" + name if folded(name).startswith(SYSTEM_PREFIX) else name
 
 
 def free_name(name: str, taken: set[str]) -> str:
+    """`name_2`, `name_3`, ...: the first whose folded form is not in `taken` (then is)."""
     n = 2
-    while f"{name}_{n}" in taken:
+    while folded(f"{name}_{n}") in taken:
         n += 1
-    taken.add(f"{name}_{n}")
+    taken.add(folded(f"{name}_{n}"))
     return f"{name}_{n}"

@@ -109,7 +109,7 @@ def resolve_type(
 
 
 def _same(candidate: ColumnType, existing: ColumnType) -> bool:
-    return ARROW_TYPES[candidate] == ARROW_TYPES[existing]
+    return bool(ARROW_TYPES[candidate] == ARROW_TYPES[existing])
 
 
 def _fits(candidate: ColumnType, existing: ColumnType) -> bool:

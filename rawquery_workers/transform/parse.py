@@ -26,11 +26,45 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 def json_text(value: object) -> str:
-    """`value` as JSON text (orjson; the stdlib for what orjson refuses, e.g. huge ints)."""
+    """`value` as JSON text (orjson; the stdlib for what orjson refuses, e.g. huge ints or
+    nesting past its 254 levels; past the stdlib's ~1,000 levels too, `_deep_json_text`)."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return json.dumps(value, separators=(",", ":"), default=str)  # ASCII: always UTF-8
+        try:
+            return json.dumps(value, separators=(",", ":"), default=str)  # ASCII: always UTF-8
+        except RecursionError:
+            return _deep_json_text(value)
+
+
+def _deep_json_text(value: object) -> str:
+    """What `json.dumps(value, separators=(",", ":"), default=str)` writes, built with a
+    stack of its own instead of recursion: for values nested deeper than json.dumps goes
+    (http.parse_json admits up to 1,024 levels)."""
+    parts: list[str] = []
+    todo: list[tuple[bool, object]] = [(False, value)]  # (is literal text, item)
+    while todo:
+        literal, item = todo.pop()
+        if literal:
+            parts.append(item)  # type: ignore[arg-type]
+        elif isinstance(item, dict):
+            todo.append((True, "}"))
+            entries = list(item.items())
+            for index in range(len(entries) - 1, -1, -1):
+                key, inner = entries[index]
+                todo.append((False, inner))
+                todo.append((True, ("," if index else "") + json.dumps(str(key)) + ":"))
+            todo.append((True, "{"))
+        elif isinstance(item, list | tuple):
+            todo.append((True, "]"))
+            for index in range(len(item) - 1, -1, -1):
+                todo.append((False, item[index]))
+                if index:
+                    todo.append((True, ","))
+            todo.append((True, "["))
+        else:
+            parts.append(json.dumps(item, default=str))
+    return "".join(parts)
 
 
 def clean_text(text: str) -> str:
@@ -112,8 +146,8 @@ def parse_timestamp(value: object) -> datetime:
 
 
 def _from_epoch(number: float | Decimal) -> datetime:
-    scale = 1_000 if abs(number) > EPOCH_MS_ABOVE else 1_000_000
-    micros = number * scale if type(number) is int else round(float(number) * scale)
+    scale = 1_000 if abs(float(number)) > EPOCH_MS_ABOVE else 1_000_000
+    micros = int(number * scale) if type(number) is int else round(float(number) * scale)
     if not MIN_MICROS <= micros <= MAX_MICROS:
         raise OverflowError(number)
     return _EPOCH + timedelta(microseconds=micros)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,13 +24,30 @@ from rawquery_workers.transform.expand import (
     child_rows,
     key_text,
     parent_key_values,
+    shared_keys,
     split_expanded,
 )
 from rawquery_workers.transform.fields import FieldRules
-from rawquery_workers.transform.flatten import FlatColumn, FlattenRules, flatten_rows
+from rawquery_workers.transform.flatten import FlatColumn, FlattenRules, flatten_rows, rename_note
+from rawquery_workers.transform.keys import KeyColumn, KeyedTable, require_keys
 
 ColumnValues = list[object] | ArrowValues
-Records = list[dict] | Callable[[], list[dict]]
+Records = list[dict[str, Any]] | Callable[[], list[dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class _Notes:
+    """What a batch reports: `warnings` (every line), `renames` (the lines saying a column is
+    not named as its API field: also in `warnings`)."""
+
+    stream: str
+    warnings: list[str] = field(default_factory=list)
+    renames: list[str] = field(default_factory=list)
+
+    def renamed(self, table: str | None, lines: list[str]) -> None:
+        labelled = [f"{table or self.stream}: {line}" for line in lines]
+        self.warnings += labelled
+        self.renames += labelled
 
 
 @dataclass(slots=True)
@@ -62,36 +81,42 @@ def transform_records(
     (transform/columnar.py), which spares making columns of Python objects; `records` may
     then be a function giving them, called only if a column needs the parsed values."""
     known = known or {}
+    notes = _Notes(stream.name)
     flatten = FlattenRules(stream.flatten, expanded=frozenset(stream.expand))
     if parsed is not None:
         count = len(parsed)
         load = records if callable(records) else lambda: records
-        columns, warnings = flatten_struct(parsed, Lazy(load), flatten)  # type: ignore[arg-type]
+        columns, renamed = flatten_struct(parsed, Lazy(load), flatten)  # type: ignore[arg-type]
     else:
         rows = records() if callable(records) else records
         if not frozenset(map(type, rows)) <= {dict}:  # a bare value is a record {"value": v}
             rows = [r if type(r) is dict else {"value": r} for r in rows]
         count = len(rows)
-        columns, warnings = flatten_rows(rows, flatten)
+        columns, renamed = flatten_rows(rows, flatten)
+    notes.renamed(None, renamed)
     columns, expanded = split_expanded(columns, stream.expand)
     rules = FieldRules.for_stream(stream)
-    chosen = _select(stream, rules, columns, known.get(stream.name), since_cursor, count)
-    warnings += chosen.warnings
+    table_known = known.get(stream.name)
+    chosen = _select(stream, rules, columns, table_known, since_cursor, count)
+    notes.warnings += chosen.warnings
     kept = count if chosen.rows is None else len(chosen.rows)
     parent, keys = _typed(
-        None, rules, columns, chosen, stream.primary_key, known.get(stream.name), warnings, kept
+        None, rules, columns, chosen, stream.primary_key, table_known, notes, kept
     )
+    where = KeyedTable(stream.name, stream.name, None, table_known)
+    tables = [_batch(where, parent, stream.primary_key, keys)]
     key_arrays = [parent.array(k) for k in keys]
-    tables = [_batch(stream.name, parent, keys, key_arrays, warnings)]
     for name, expand in stream.expand.items():
-        values = chosen.take(expanded[name]) if expanded[name] is not None else None
-        tables.append(_child(stream, name, expand, values, key_arrays, known, warnings))
+        found = expanded[name]
+        values = chosen.take(found) if found is not None else None
+        tables.append(_child(stream, name, expand, values, key_arrays, known, notes))
     return TransformResult(
         tables=tables,
         records_in=count,
         records_dropped_by_cursor=chosen.dropped_by_cursor,
         max_cursor=chosen.max_cursor,
-        warnings=warnings,
+        warnings=notes.warnings,
+        renames=notes.renames,
     )
 
 
@@ -109,7 +134,7 @@ def _select(
 
     def typed(name: str) -> TypedColumn:
         final = rules.rename.get(name, name)
-        values = by_name[name].values if name in by_name else [None] * count
+        values: ColumnValues = by_name[name].values if name in by_name else [None] * count
         column = type_column(None, final, values, rules.declared(name), known)
         chosen.typed[name] = column
         return column
@@ -139,18 +164,27 @@ def _typed(
     chosen: _Selection,
     key_names: list[str],
     known: KnownSchema | None,
-    warnings: list[str],
+    notes: _Notes,
     rows: int,
     first: TypedColumn | None = None,
 ) -> tuple[TypedTable, tuple[str, ...]]:
     """include -> coerce -> rename for the kept rows; returns the table and its key names."""
     kept = rules.select(columns, key_names)
     reserved = [first.name] if first else []
-    final, renamed = rules.final_names([c.name for c in kept], reserved)
-    warnings += _label(table, renamed)
+    existing = known.schema.names if known is not None else ()
+    final, clashes = rules.final_names([c.name for c in kept], reserved, existing)
+    notes.renamed(
+        table,
+        [
+            rename_note(".".join(c.path), final[c.name], clashes[c.name])
+            for c in kept
+            if c.name in clashes
+        ],
+    )
     out = TypedTable(rows)
     if first is not None:
         out.columns.append(first)
+        final.setdefault(first.name, first.name)  # a child's key may include its parent's
     for column in kept:
         ready = chosen.typed.get(column.name) if chosen.rows is None else None
         if ready is not None and ready.name == final[column.name]:
@@ -164,28 +198,26 @@ def _typed(
             final[name] = rules.rename.get(name, name)
             declared = rules.declared(name)
             out.columns.append(null_column(table, final[name], out.rows, declared, known))
-    warnings += out.warnings
+    notes.warnings += out.warnings
     return out, tuple(final[k] for k in key_names)
 
 
 def _batch(
-    name: str,
+    where: KeyedTable,
     typed: TypedTable,
+    key_names: list[str],
     keys: tuple[str, ...],
-    key_arrays: list[pa.Array],
-    warnings: list[str],
     parent: tuple[str, str, pa.Array] | None = None,
 ) -> TableBatch:
-    """The batch of one table; `parent` (child tables): (parent table, parent-key column,
+    """The batch of one table; `key_names` are the key columns as the spec names them,
+    `keys` their final names; `parent` (child tables): (parent table, parent-key column,
     the parent keys of the batch)."""
+    name = where.table
     extra = {}
     if keys:
-        extra[KEY] = key_text(key_arrays)
-        if missing := extra[KEY].null_count:
-            warnings.append(
-                f"{name}: {missing} records have no value for primary key "
-                f"{', '.join(keys)}; they are kept but cannot be deduplicated"
-            )
+        columns = [typed.column(k) for k in keys]
+        require_keys(where, [KeyColumn(n, c) for n, c in zip(key_names, columns, strict=True)])
+        extra[KEY] = key_text([c.array for c in columns])
     data = typed.to_table(extra)
     if parent is None:
         return TableBatch(name, data, keys, retypable=typed.retypable)
@@ -200,7 +232,7 @@ def _child(
     values: ColumnValues | None,
     parent_keys: list[pa.Array],
     known: Mapping[str, KnownSchema],
-    warnings: list[str],
+    notes: _Notes,
 ) -> TableBatch:
     table = stream.child_table(field_name)
     flat_rules = FlattenRules(stream.flatten, scope=field_name)
@@ -215,18 +247,25 @@ def _child(
         rows = child_rows(values)
         owner = rows.owner
         columns, clashes = flatten_rows(rows.rows, flat_rules, reserved)
-    warnings += _label(table, clashes)
+    notes.renamed(table, clashes)
     owners = parent_key_values(parent_keys)
-    link = TypedColumn(expand.parent_key, owners.take(owner), "string", {})  # type unused
+    # The type is unused; a link with no parent values yet (a sync that found no
+    # records) must not fix the column's type before the parent's key has one.
+    unknown = owners.null_count == len(owners)
+    link = TypedColumn(expand.parent_key, owners.take(owner), "string", {}, retypable=unknown)
     rules = FieldRules.for_child(stream, field_name)
     selection = _Selection(None)
     child_known = known.get(table)
     typed, keys = _typed(
-        table, rules, columns, selection, expand.keys, child_known, warnings, len(link.array), link
+        table, rules, columns, selection, expand.keys, child_known, notes, len(link.array), link
     )
+    if expand.parent_key not in expand.keys and (shared := shared_keys(typed, keys, link.name)):
+        fix = orjson.dumps([expand.parent_key, *expand.keys]).decode()
+        notes.warnings.append(
+            f"{table}: {shared} child keys ({', '.join(keys)}) appear under several parents; "
+            "each keeps only its last parent's row. For items shared by many parents "
+            f'(assignees, labels) key the child by its parent too: "primary_key": {fix}'
+        )
     parent = (stream.name, expand.parent_key, pc.drop_null(owners))
-    return _batch(table, typed, keys, [typed.array(k) for k in keys], warnings, parent)
-
-
-def _label(table: str | None, lines: list[str]) -> list[str]:
-    return lines if table is None else [f"{table}: {line}" for line in lines]
+    where = KeyedTable(stream.name, table, field_name, child_known)
+    return _batch(where, typed, expand.keys, keys, parent)

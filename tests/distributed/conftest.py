@@ -28,9 +28,9 @@ import redis
 from celery import Celery
 from cryptography.fernet import Fernet
 
-from rawquery_workers.credentials import Credentials
 from rawquery_workers.registry import open_registry
 from rawquery_workers.settings import reset_settings
+from rawquery_workers.spec.credentials import Credentials
 from tests.support.api_server import ApiServer, RecordedRequest, Reply
 from tests.support.polling import wait_for
 from tests.support.redis_server import RedisServer

@@ -10,7 +10,7 @@ import time
 import pytest
 from celery import Celery
 
-from rawquery_workers import lease
+from rawquery_workers.distributed import lease
 from tests.distributed.conftest import Dist, Shop, Workers, table_ids
 from tests.support.api_server import RecordedRequest, Reply
 from tests.support.polling import wait_for

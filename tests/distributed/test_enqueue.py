@@ -24,8 +24,8 @@ HEAVY = (
     "duckdb",
     "httpx",
     "celery.schedules",
-    "rawquery_workers.pipeline",
-    "rawquery_workers.tasks",
+    "rawquery_workers.runner.pipeline",
+    "rawquery_workers.distributed.tasks",
     # Only for tables and live progress, which --no-wait never shows (~15 ms).
     "rich",
 )
@@ -74,8 +74,13 @@ def test_no_wait_enqueues_without_loading_the_pipeline(dist: Dist, shop: Shop) -
 def test_enqueue_sync_sends_what_the_task_itself_sends(dist: Dist) -> None:
     """By task name from `celery_app` (no tasks imported) or by the task's own `delay`: the
     workers receive the same message."""
-    _python(dist, "from rawquery_workers.celery_app import enqueue_sync; enqueue_sync('s1')")
+    _python(
+        dist,
+        "from rawquery_workers.distributed.celery_app import enqueue_sync; enqueue_sync('s1')",
+    )
     by_name = _queued(dist)
-    _python(dist, "from rawquery_workers.tasks import start_sync; start_sync.delay('s1')")
+    _python(
+        dist, "from rawquery_workers.distributed.tasks import start_sync; start_sync.delay('s1')"
+    )
     assert by_name == _queued(dist)
     assert by_name["headers"]["ignore_result"] is True

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rawquery_workers import lease
-from rawquery_workers.beat import due_slot, fire_due
+from rawquery_workers.distributed import lease
+from rawquery_workers.distributed.beat import due_slot, fire_due
 from rawquery_workers.registry import open_registry
 from tests.distributed.conftest import RQ, Dist, Shop, Workers, table_ids
 from tests.support.polling import wait_for

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from rawquery_workers.credentials import Credentials
 from rawquery_workers.registry import open_registry
+from rawquery_workers.spec.credentials import Credentials
 from tests.distributed.conftest import Dist, Shop, Workers, table_ids
 from tests.support.api_server import RecordedRequest, Reply
 from tests.support.polling import wait_for

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pyiceberg.io import load_file_io
 
+from rawquery_workers.runner.staging import Staging
 from rawquery_workers.settings import Settings
 from rawquery_workers.sink import new_catalog
-from rawquery_workers.staging import Staging
 from tests.support import s3_server as s3
 
 

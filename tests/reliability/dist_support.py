@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from rawquery_workers.credentials import Credentials
 from rawquery_workers.registry import open_registry
+from rawquery_workers.spec.credentials import Credentials
 from tests.distributed.conftest import Dist, Workers
 from tests.reliability.support import committed_state, table_rows
 from tests.support.polling import wait_for
@@ -23,7 +23,7 @@ from tests.support.polling import wait_for
 _BOOT = """\
 import os, sys
 if os.environ.get("RQ_TEST_READ_TIMEOUT"):
-    import rawquery_workers.http as http
+    import rawquery_workers.http.client as http
     http.build_client.__kwdefaults__["read_timeout"] = float(os.environ["RQ_TEST_READ_TIMEOUT"])
 from rawquery_workers.cli.app import main
 main()
@@ -99,8 +99,8 @@ class SyncHandle:
     CLI's start-up for each of many short runs."""
 
     def __init__(self, dist: Dist, connection: str) -> None:
-        from rawquery_workers.connections import plan_sync
-        from rawquery_workers.lease import claim
+        from rawquery_workers.distributed.lease import claim
+        from rawquery_workers.registry.connections import plan_sync
         from rawquery_workers.settings import reset_settings
 
         reset_settings()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rawquery_workers import context
-from rawquery_workers.http import build_client
+from rawquery_workers.http.client import build_client
+from rawquery_workers.runner import context
 from tests.reliability.support import (
     FakeApi,
     assert_exact,

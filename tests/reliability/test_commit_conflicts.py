@@ -9,11 +9,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from rawquery_workers.context import ConnectionContext
 from rawquery_workers.registry import open_registry
+from rawquery_workers.runner.context import ConnectionContext
+from rawquery_workers.runner.sync import run_stream
 from rawquery_workers.settings import get_settings, reset_settings
 from rawquery_workers.sink import open_sink
-from rawquery_workers.sync import run_stream
 from rawquery_workers.transform.batch import TableBatch
 from tests.reliability.support import (
     FakeApi,

@@ -10,11 +10,18 @@ flight): it recovers or fails clearly, and the next sync is exact. Meanwhile a t
 every Redis key and value (Celery message bodies base64-decoded) every 50 ms. No canary may
 appear in Redis, in the workers' logs, in any CLI's stdout/stderr, or in any file under the
 test's folder (RAWQUERY_HOME with the registry and catalog, the warehouse).
+
+A second test does the same for a custom session login: the token its login issues is
+echoed by the API into every next-page link (so into the paginator state that Celery
+messages and `rq.resume` carry) and into an error message; it must appear nowhere, and the
+workers' logs must not carry task return values.
 """
 
 from __future__ import annotations
 
 import base64
+import re
+import secrets
 import threading
 from pathlib import Path
 
@@ -36,7 +43,8 @@ CLIENT_SECRET = "CANARYdclient7e2b"
 REFRESH = "CANARYdrefresh0d4e"
 ACCESS = "CANARYdaccess95ab"  # issued by the token endpoint
 ROTATED = "CANARYdrotated2f7c"  # the rotated refresh token
-CANARIES = [TOKEN, PASSWORD, CLIENT_SECRET, REFRESH, ACCESS, ROTATED]
+SESSION = "CANARYdsession" + secrets.token_hex(6)  # issued by the custom auth's login
+CANARIES = [TOKEN, PASSWORD, CLIENT_SECRET, REFRESH, ACCESS, ROTATED, SESSION]
 BASIC = "Basic " + base64.b64encode(f"someone:{PASSWORD}".encode()).decode()
 
 
@@ -208,3 +216,93 @@ def _bearer_sync_with_redis_restart(
     return f"first sync exit {first.returncode}, " + ", ".join(
         f"{s}={v['status']}" for s, v in status.items()
     )
+
+
+def _session_items(records: list[dict[str, object]], page_size: int = 5) -> object:
+    """Pages of `records` for the SESSION holder, each linking to the next with the session
+    token echoed into the link (as some APIs do)."""
+
+    def handler(request: RecordedRequest) -> Reply:
+        if request.header("x-session") != SESSION:
+            return Reply({"error": "log in first"}, 401)
+        page = int(request.params.get("page", "1"))
+        rows = records[(page - 1) * page_size : page * page_size]
+        more = page * page_size < len(records)
+        link = f"/c_items?page={page + 1}&session={SESSION}" if more else None
+        return Reply({"data": rows, "next": link})
+
+    return handler
+
+
+def test_extracted_session_token_stays_secret_distributed(
+    dist: Dist, rq_workers: RqWorkers, api_server: ApiServer, tmp_path: Path
+) -> None:
+    records = make_records(60)
+    api_server.route("/login", lambda _: Reply({"token": SESSION}), methods=("POST",))
+    api_server.route("/c_items", _session_items(records))
+    api_server.route(
+        "/c_fail", lambda _: Reply({"error": f"session {SESSION} may not read this"}, 403)
+    )
+    spec = {
+        "version": "1",
+        "base_url": api_server.url,
+        "auth": {
+            "type": "custom",
+            "pre_request": {
+                "url": f"{api_server.url}/login",
+                "body": {"user": "{{auth.username}}", "password": "{{auth.password}}"},
+                "extract": {"session": "response.token"},
+            },
+            "headers": {"X-Session": "{{session}}"},
+        },
+        "rate_limit": {"max_retries": 1, "backoff_base": 0.01, "max_wait": 0.02},
+        "streams": [
+            {
+                "name": "c_items",
+                "endpoint": "/c_items",
+                "data_path": "data",
+                "primary_key": ["id"],
+                "pagination": {"type": "next_url", "next_url_path": "next"},
+            },
+            {"name": "c_fail", "endpoint": "/c_fail", "data_path": "data"},
+        ],
+    }
+    write_json(tmp_path / "custom.json", spec)
+    dist.env["RAWQUERY_LOG_LEVEL"] = "DEBUG"
+    outputs: list[tuple[str, str]] = []
+
+    def rq(*args: str) -> int:
+        done = dist.rq(*args)
+        outputs.append((f"rq {' '.join(args)}", done.stdout + done.stderr))
+        return done.returncode
+
+    flags = ["--auth-user", "someone", "--auth-pass", PASSWORD]
+    assert rq("connect", "custom", "--spec", str(tmp_path / "custom.json"), *flags) == 0
+    rq_workers.start(2)
+    audit = RedisAudit(dist.client())
+    try:
+        assert rq("connections", "sync", "custom") == 1, outputs[-1]  # c_fail fails
+        assert rq("connections", "status", "custom", "--json") == 0, outputs[-1]
+    finally:
+        audit.stop()
+    assert_exact("custom", "c_items", records)
+    status = outputs[-1][1]
+    assert "may not read this" in status and "***" in status, status
+    pages = api_server.requests_to("/c_items")
+    assert len(pages) >= 12 and all(r.header("x-session") == SESSION for r in pages)
+    assert not any("session" in r.params for r in pages)  # the header carries it
+    assert audit.messages >= 1, "the audit saw no task message"
+
+    leaks = list(audit.leaks)
+    leaks += [leak for label, text in outputs for leak in _leaks(text, label)]
+    for path in tmp_path.rglob("*"):  # worker logs, registry, catalog, warehouse, staging
+        if path.is_file():
+            leaks += _leaks(path.read_bytes(), str(path.relative_to(tmp_path)))
+    assert not leaks, leaks
+    metadata = [p.read_bytes() for p in (tmp_path / "warehouse").rglob("*.metadata.json")]
+    assert any(b"rq.resume" in m and b"c_items?page=" in m for m in metadata)
+    logs = b"".join(log.read_bytes() for log in sorted(dist.home.glob("w*.log")))
+    succeeded = re.findall(rb"Task rq\.\w+\[[^\]]+\] succeeded in [^\n]*", logs)
+    assert succeeded, "the workers logged no task success"
+    with_value = [line for line in succeeded if not re.fullmatch(rb".* in [0-9.e-]+s", line)]
+    assert not with_value, with_value[:3]  # a task's return value is never logged

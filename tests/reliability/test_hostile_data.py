@@ -161,9 +161,9 @@ def test_colliding_and_odd_names(rq_home: Path, api_server: ApiServer) -> None:
     status = _status("names")
     assert status["good"]["status"] == "succeeded"
     assert_exact("names", "good", GOOD)
-    # Handled: the later colliding name gets a suffix, and the sync warns about it.
+    # Handled: the later colliding name gets a suffix, and the sync reports the rename.
     assert status["bad"]["status"] == "succeeded", status["bad"]
-    assert any("a_b_2" in w for w in status["bad"]["warnings"]), status["bad"]
+    assert any("a_b_2" in c for c in status["bad"]["schema_changes"]), status["bad"]
     (row,) = table_rows("names", "bad")
     assert row["a_b"] == 2 and row["a_b_2"] == 1
     assert row["with space"] == "s" and row["dot.ted"] == "d" and row["ünïcødé ✓"] == "u"

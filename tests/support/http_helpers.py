@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from rawquery_workers.http import ApiClient, Event, RetryPolicy
-from rawquery_workers.ratelimit import NoLimit, RateLimiter
-from rawquery_workers.redact import Redactor
+from rawquery_workers.http.client import ApiClient, Event, RetryPolicy
+from rawquery_workers.http.ratelimit import NoLimit, RateLimiter
+from rawquery_workers.http.redact import Redactor
 from rawquery_workers.spec.models import RateLimit
 from tests.support.api_server import Handler, RecordedRequest, Reply
 
@@ -78,6 +78,7 @@ def make_api(
     limiter: RateLimiter | None = None,
     secrets: tuple[str, ...] = (SECRET,),
     random: float = 0.5,
+    allow_private_targets: bool = False,
 ) -> tuple[ApiClient, Recorder]:
     recorder = Recorder()
     policy = RetryPolicy.from_spec(rate_limit or RateLimit(), random=lambda: random)
@@ -91,6 +92,7 @@ def make_api(
         Redactor(secrets, ["api_key"]),
         sleep=recorder.sleep,
         on_event=recorder.on_event,
+        allow_private_targets=allow_private_targets,
     )
     return api, recorder
 

@@ -1,0 +1,51 @@
+"""Distributed mode's Celery app, and handing a planned sync to the workers.
+
+The task functions live in `tasks.py`, which registers them on `app`; this module does not
+import them (nor the pipeline behind them), so `rq connections sync` and beat enqueue a
+sync by its task name with Celery's client alone. The message is the one
+`tasks.start_sync.delay(sync_id)` would send.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from rawquery_workers.settings import get_settings
+
+START_SYNC = "rq.start_sync"
+
+
+def make_app() -> Celery:
+    url = get_settings().redis_url or "redis://127.0.0.1:6379/0"
+    celery = Celery("rawquery_workers", broker=url, backend=url)
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        # A segment is bounded (RAWQUERY_SEGMENT_RECORDS), far below an hour of work; a task
+        # running longer than this would be redelivered while still running.
+        broker_transport_options={"visibility_timeout": 3600},
+        result_backend_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        beat_scheduler="rawquery_workers.distributed.beat:RegistryScheduler",
+        beat_max_loop_interval=5,
+    )
+    return celery
+
+
+app = make_app()
+
+
+def enqueue_sync(sync_id: str) -> None:
+    """Hand a planned (and claimed: `lease.claim`) sync to the workers (`rq.start_sync`)."""
+    # A task's own `delay` adds ignore_result from the app's config; by name, say it here,
+    # else Celery would subscribe to the result of a task that never stores one.
+    app.send_task(START_SYNC, args=(sync_id,), ignore_result=app.conf.task_ignore_result)

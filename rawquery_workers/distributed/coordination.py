@@ -1,0 +1,218 @@
+"""What the Celery tasks do, between `pipeline`'s steps: hand-offs and bookkeeping.
+
+Each step renews the connection's lease (`lease.py`: claimed before the sync is enqueued),
+and the step that finishes the last stream releases it.
+
+While a segment is fetched, its worker keeps the stream run's `progress` (pages, records,
+rate-limit waits) current in the registry for `rq connections sync --wait` (`progress.py`).
+
+Each hand-off that a redelivered task could repeat is made once with a Redis marker
+(`SET NX`): enqueuing segment k+1. Whether every stream has finished is read from the
+registry, which outlives Redis. A step that keeps killing its worker is failed after
+MAX_ATTEMPTS deliveries instead of looping forever.
+
+Test hook: RAWQUERY_TEST_CRASH_AT=PHASE:SEGMENT (PHASE `fetch`, `transform` (records
+read back, nothing staged yet), `staged` (data files written, the step not yet acked),
+`before-commit` or `after-commit`; several points separated by commas) makes the worker
+process kill itself (SIGKILL) at that point of that segment, once: the first process to
+get there creates a marker file `crashed-PHASE-SEGMENT` under RAWQUERY_HOME (atomically),
+later deliveries see it and go on. The crash-resume tests get deterministic crashes (and
+disarm points by creating their markers). Never set it in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from rawquery_workers.distributed.lease import release_lease, renew_lease
+from rawquery_workers.distributed.redis_keys import (
+    redis_client,
+    segment_enqueued_key,
+    step_attempts_key,
+)
+from rawquery_workers.errors import ConflictError, RawqueryError
+from rawquery_workers.registry import Registry, open_registry
+from rawquery_workers.runner import pipeline
+from rawquery_workers.runner.context import ConnectionContext
+from rawquery_workers.runner.progress import ProgressWriter, Stored
+from rawquery_workers.runner.runs import StreamRun, end_sync_if_last
+from rawquery_workers.runner.staging import Staging
+from rawquery_workers.settings import get_settings
+
+MARKER_SECONDS = 7 * 24 * 3600
+MAX_ATTEMPTS = 5
+ContextFor = Callable[[str], ConnectionContext]
+log = logging.getLogger(__name__)
+
+
+def _redis() -> redis.Redis:
+    return redis_client(get_settings())
+
+
+def _once(key: str) -> bool:
+    """True the first time it is called for `key` (across all workers)."""
+    return bool(_redis().set(key, "1", nx=True, ex=MARKER_SECONDS))
+
+
+def count_attempt(job: pipeline.StreamJob, step: str) -> int:
+    key = step_attempts_key(job.connection, job.sync_id, job.stream, job.segment, step)
+    client = _redis()
+    attempts = int(client.incr(key))
+    client.expire(key, MARKER_SECONDS)
+    return attempts
+
+
+def crash_point(phase: str, segment: int) -> None:
+    """The test hook described in the module docstring (RAWQUERY_TEST_CRASH_AT)."""
+    if f"{phase}:{segment}" not in os.environ.get("RAWQUERY_TEST_CRASH_AT", "").split(","):
+        return
+    marker = get_settings().home_dir / f"crashed-{phase}-{segment}"
+    try:
+        with open(marker, "x") as out:  # one crash per point, whichever worker gets there
+            out.write(str(os.getpid()))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- the steps --------------------------------------------------------------------------------
+
+
+def start(sync_id: str, context_for: ContextFor, enqueue: Callable[[dict[str, Any]], None]) -> None:
+    """Check the lease, refresh auth once, and start every stream's first segment."""
+    registry = open_registry()
+    sync = registry.get_sync(sync_id)
+    if sync.status != "queued":
+        return  # a redelivered start of a sync already under way (or refused)
+    try:
+        renew_lease(sync.connection, sync_id)
+    except ConflictError as exc:
+        registry.finish_sync(sync_id, "failed", error=str(exc))
+        return
+    registry.start_sync(sync_id)
+    try:
+        conn = context_for(sync.connection)
+        pipeline.refresh_auth(conn.stream(sync.streams[0].stream))
+    except RawqueryError as exc:
+        for run in sync.streams:
+            job = pipeline.StreamJob(sync.connection, sync_id, run.stream)
+            fail_stream(registry, job, conn_redact(context_for, sync.connection, str(exc)))
+        return
+    for run in sync.streams:
+        ctx = conn.stream(run.stream)
+        job = pipeline.start_job(ctx, sync_id, sync.full_refresh)
+        StreamRun(registry, sync_id, run.stream).start()
+        enqueue(job.to_dict())
+
+
+def conn_redact(context_for: ContextFor, connection: str, message: str) -> str:
+    try:
+        return context_for(connection).redactor.redact(message)
+    except Exception:  # the context itself may be what failed to build
+        return message
+
+
+def prepare(context_for: ContextFor, job: pipeline.StreamJob) -> None:
+    """The refresh-auth step of a segment: renew the lease, make sure auth is usable."""
+    renew_lease(job.connection, job.sync_id)
+    pipeline.ensure_auth(context_for(job.connection).stream(job.stream))
+
+
+def fetch(context_for: ContextFor, job: pipeline.StreamJob) -> dict[str, Any]:
+    """Fetch a segment's pages into staging, keeping the stream run's `progress` current
+    (`progress.ProgressWriter`: per page, throttled; a redelivered fetch starts its segment's
+    counts again)."""
+    conn = context_for(job.connection)
+    registry = conn.registry
+    writer = ProgressWriter(
+        StreamRun(registry, job.sync_id, job.stream).record_now().progress,
+        job.segment,
+        lambda p: _write_progress(registry, job, p),
+    )
+    ctx = conn.stream(job.stream, on_progress=writer)
+    fetched = pipeline.fetch_segment(ctx, job)
+    crash_point("fetch", job.segment)
+    registry.update_stream_run(
+        job.sync_id, job.stream, pages=job.pages + fetched.pages, progress=writer.stored()
+    )
+    return {
+        "job": job.to_dict(),
+        "pages_file": fetched.pages_file,
+        "records": fetched.records,
+        "pages": fetched.pages,
+        "next_state": fetched.next_state,
+        "warnings": fetched.warnings,
+    }
+
+
+def _write_progress(registry: Registry, job: pipeline.StreamJob, progress: Stored) -> None:
+    """Progress is for people watching: a write that fails is logged, never fails a fetch."""
+    try:
+        registry.update_stream_run(job.sync_id, job.stream, progress=progress)
+    except (SQLAlchemyError, RawqueryError) as exc:
+        log.warning("progress of %s/%s not recorded: %s", job.sync_id, job.stream, exc)
+
+
+def transform(context_for: ContextFor, ref: dict[str, Any]) -> dict[str, Any]:
+    job = pipeline.StreamJob.from_dict(ref["job"])
+    ctx = context_for(job.connection).stream(job.stream)
+    crash_point("transform", job.segment)
+    fetched = pipeline.FetchedSegment(
+        job,
+        ref["pages_file"],
+        ref.get("records", 0),
+        ref["pages"],
+        ref["next_state"],
+        ref.get("warnings", []),
+    )
+    staged = pipeline.stage_segment(ctx, fetched)
+    crash_point("staged", job.segment)
+    return staged.to_dict()
+
+
+def commit(
+    context_for: ContextFor, data: dict[str, Any], enqueue: Callable[[dict[str, Any]], None]
+) -> None:
+    """Commit a segment, then hand on the next one or finish the stream (each once)."""
+    staged = pipeline.StagedSegment.from_dict(data)
+    job = staged.job
+    renew_lease(job.connection, job.sync_id)
+    conn = context_for(job.connection)
+    ctx = conn.stream(job.stream)
+    crash_point("before-commit", job.segment)
+    next_job = pipeline.commit_segment(ctx, staged)
+    crash_point("after-commit", job.segment)
+    run = StreamRun(conn.registry, job.sync_id, job.stream)
+    done = next_job or pipeline.finished_job(staged)
+    run.record(done.rows, done.pages, staged.warnings, staged.schema_changes)
+    if next_job is not None:
+        marker = segment_enqueued_key(job.connection, job.sync_id, job.stream, next_job.segment)
+        if _once(marker):
+            enqueue(next_job.to_dict())
+        return
+    run.succeed(ctx.sink.committed_state(job.connection, job.stream).get("rq.cursor") or None)
+    _stream_finished(conn.registry, job)
+
+
+def fail_stream(registry: Registry, job: pipeline.StreamJob, error: str) -> None:
+    StreamRun(registry, job.sync_id, job.stream).fail(error)
+    with contextlib.suppress(Exception):  # cleaning up must not hide the stream's own error
+        conn = ConnectionContext(job.connection, registry=registry)
+        with conn:
+            pipeline.abandon(conn.stream(job.stream), job)
+    _stream_finished(registry, job)
+
+
+def _stream_finished(registry: Registry, job: pipeline.StreamJob) -> None:
+    """After a stream's run is final: the last stream to finish ends the sync."""
+    if end_sync_if_last(registry, job.sync_id):
+        Staging.of(get_settings()).remove(job.sync_id)
+        release_lease(job.connection, job.sync_id)
