@@ -230,8 +230,7 @@ class SegmentWriter:
         writes: list[Callable[[], None]] = []
         for batch in result.tables:
             if self.landed is not None and batch.parent is None:
-                data, _ = self.landed.without_landed(batch.data)
-                batch = dataclasses.replace(batch, data=data)
+                batch = dataclasses.replace(batch, data=self.landed.without_landed(batch.data))
             known = self._prepare(batch)
             table = self._table(batch)
             table.rows += batch.data.num_rows

@@ -387,19 +387,27 @@ class IcebergSink:
         loaded = self.tables.load_or_none(namespace, table)
         if loaded is None or column not in loaded.schema().column_names:
             return None
-        try:  # pruned by the files' statistics where the literal converts
+        where = f"{namespace}.{table}"
+        try:  # pyiceberg filters (and prunes files) where `since` converts to the type
             at_least = GreaterThanOrEqual(column, since)  # type: ignore[call-arg,arg-type]
-            scan = loaded.scan(row_filter=at_least)
-            data = self.tables.guard(f"{namespace}.{table}", scan.to_arrow)
+            reader = self.tables.guard(
+                where, loaded.scan(row_filter=at_least).to_arrow_batch_reader
+            )
         except (ValueError, TypeError):
-            data = self.tables.guard(f"{namespace}.{table}", loaded.scan().to_arrow)
-        column_type = column_type_of(data.schema.field(column).type) or "string"
-        rows, _ = at_or_after(data.column(column).combine_chunks(), column_type, since)
-        data = data if rows is None else data.take(pa.array(rows, pa.int64()))
-        if SYNCED_AT in data.column_names:
-            stamp = pa.scalar(before, data.schema.field(SYNCED_AT).type)
-            data = data.filter(pc.fill_null(pc.less(data.column(SYNCED_AT), stamp), True))
-        return data
+            reader = self.tables.guard(where, loaded.scan().to_arrow_batch_reader)
+        column_type = column_type_of(reader.schema.field(column).type) or "string"
+        names = reader.schema.names
+        stamp = (
+            pa.scalar(before, reader.schema.field(SYNCED_AT).type) if SYNCED_AT in names else None
+        )
+        kept: list[pa.RecordBatch] = []
+        for batch in reader:  # a batch at a time: memory holds the matching rows only
+            rows, _ = at_or_after(batch.column(column), column_type, since)
+            batch = batch if rows is None else batch.take(pa.array(rows, pa.int64()))
+            if stamp is not None:
+                batch = batch.filter(pc.fill_null(pc.less(batch.column(SYNCED_AT), stamp), True))
+            kept.append(batch)
+        return pa.Table.from_batches(kept, schema=reader.schema)
 
     def planned_parquet_files(self, namespace: str, table: str) -> list[str] | None:
         """The data files of the current snapshot (as stored, e.g. file:// or s3:// URIs),

@@ -18,11 +18,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rawquery_workers.transform.batch import KEY
 from rawquery_workers.transform.flatten import FlatColumn
 from rawquery_workers.transform.parse import json_text
 
 if TYPE_CHECKING:
-    from rawquery_workers.transform.arrow import TypedTable
     from rawquery_workers.transform.columnar import ArrowValues
 
 VALUE_COLUMN = "value"
@@ -91,11 +91,11 @@ def _json_tuples(key_arrays: list[pa.Array]) -> list[str | None]:
     return out
 
 
-def shared_keys(table: TypedTable, keys: tuple[str, ...], link: str) -> int:
-    """How many child keys of a batch appear under more than one parent (a child keyed
-    without its parent: all but the last parent's row of each would be lost)."""
-    if not keys or not table.rows:
+def shared_keys(data: pa.Table, link: str) -> int:
+    """How many child keys (`_rq_key`) of a batch appear under more than one parent (a
+    child keyed without its parent: all but the last parent's row of each would be lost)."""
+    if KEY not in data.column_names or not data.num_rows:
         return 0
-    pairs = pa.table({"k": key_text([table.array(k) for k in keys]), "p": table.array(link)})
+    pairs = pa.table({"k": data.column(KEY), "p": data.column(link)})
     counted = pairs.drop_null().group_by("k").aggregate([("p", "count_distinct")])
     return int(pc.sum(pc.greater(counted.column("p_count_distinct"), 1)).as_py() or 0)

@@ -31,25 +31,23 @@ class LandedRecords:
         self.newest: pa.Scalar | None = newest if newest is not None and newest.is_valid else None
         self._prints = {_print(r) for r in landed.to_pylist()} if self.newest is not None else set()
 
-    def without_landed(self, data: pa.Table) -> tuple[pa.Table, int]:
-        """`data` less the rows already landed; how many were dropped."""
+    def without_landed(self, data: pa.Table) -> pa.Table:
+        """`data` less the rows already landed."""
         if self.newest is None or self.cursor_column not in data.column_names:
-            return data, 0
+            return data
         cursor = data.column(self.cursor_column)
         try:
             early = pc.fill_null(pc.less_equal(cursor, self.newest.cast(cursor.type)), False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return data, 0  # the cursor's type changed: nothing landed can be equal
-        candidates = pc.indices_nonzero(early)
-        if not len(candidates):
-            return data, 0
-        rows = data.take(candidates).to_pylist()
-        dropped = {
-            i
-            for i, row in zip(candidates.to_pylist(), rows, strict=True)
-            if _print(row) in self._prints
-        }
+            return data  # the cursor's type changed: nothing landed can be equal
+        candidates = pc.indices_nonzero(early).to_pylist()
+        if not candidates:
+            return data
+        rows = data.take(pa.array(candidates, pa.int64())).to_pylist()
+        dropped = [
+            i for i, row in zip(candidates, rows, strict=True) if _print(row) in self._prints
+        ]
         if not dropped:
-            return data, 0
-        keep = pa.array([i not in dropped for i in range(len(data))])
-        return data.filter(keep), len(dropped)
+            return data
+        keep = pc.invert(pc.is_in(pa.array(range(len(data)), pa.int64()), pa.array(dropped)))
+        return data.filter(keep)

@@ -259,13 +259,14 @@ def _child(
     typed, keys = _typed(
         table, rules, columns, selection, expand.keys, child_known, notes, len(link.array), link
     )
-    if expand.parent_key not in expand.keys and (shared := shared_keys(typed, keys, link.name)):
+    parent = (stream.name, expand.parent_key, pc.drop_null(owners))
+    where = KeyedTable(stream.name, table, field_name, child_known)
+    batch = _batch(where, typed, expand.keys, keys, parent)
+    if expand.parent_key not in expand.keys and (shared := shared_keys(batch.data, link.name)):
         fix = orjson.dumps([expand.parent_key, *expand.keys]).decode()
         notes.warnings.append(
             f"{table}: {shared} child keys ({', '.join(keys)}) appear under several parents; "
             "each keeps only its last parent's row. For items shared by many parents "
             f'(assignees, labels) key the child by its parent too: "primary_key": {fix}'
         )
-    parent = (stream.name, expand.parent_key, pc.drop_null(owners))
-    where = KeyedTable(stream.name, table, field_name, child_known)
-    return _batch(where, typed, expand.keys, keys, parent)
+    return batch
