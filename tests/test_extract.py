@@ -285,6 +285,8 @@ def test_graphql_errors_array_fails_the_stream(api_server: ApiServer, client: ht
 def test_cursor_params_are_left_out_on_a_first_sync_and_rendered_after(
     api_server: ApiServer, client: httpx.Client
 ) -> None:
+    """A value that is only `{{cursor}}` is left out on a first sync; one that embeds it
+    takes `cursor_start` then (INTERFACE.md, Extensions)."""
     api_server.route("/v1/events", lambda req: Reply(ITEMS))
     spec = make_spec(
         api_server.url + "/v1/",
@@ -297,19 +299,35 @@ def test_cursor_params_are_left_out_on_a_first_sync_and_rendered_after(
                 "active": True,
             },
             "cursor_field": "updated_at",
+            "cursor_start": "2000-01-01T00:00:00Z",
         },
     )
     api, _ = make_api(client, api_server.url)
     read_all(spec, api)
     read_all(spec, api, cursor="2024-01-01T00:00:00Z")
     first, second = api_server.requests
-    assert first.params == {"limit": "10", "active": "true"}
+    assert first.params == {
+        "updated_since": "2000-01-01T00:00:00Z",
+        "filter": "updated>2000-01-01T00:00:00Z",
+        "limit": "10",
+        "active": "true",
+    }
     assert second.params == {
         "updated_since": "2024-01-01T00:00:00Z",
         "filter": "updated>2024-01-01T00:00:00Z",
         "limit": "10",
         "active": "true",
     }
+    without_start = make_spec(
+        api_server.url + "/v1/",
+        {
+            "endpoint": "events",
+            "params": {"limit": 10, "updated_since": "{{cursor}}"},
+            "cursor_field": "updated_at",
+        },
+    )
+    read_all(without_start, api)
+    assert api_server.requests[-1].params == {"limit": "10"}
 
 
 def test_absolute_endpoints_only_on_base_urls_origin(

@@ -320,3 +320,47 @@ def test_preview_spec_api_graphql(api_server: ApiServer, rq_home: Path) -> None:
     with pytest.raises(ConfigError, match="needs --auth-token"):
         preview_spec(spec, Credentials())
     assert_nothing_written(rq_home)
+
+
+def test_preview_shows_the_body_sent_the_header_token_the_total_and_parent_values(
+    api_server: ApiServer, tmp_path: Path, rq_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api_server.route("/projects", lambda req: Reply({"total": 9, "items": [{"id": 7}, {"id": 8}]}))
+
+    def tasks(request: Any) -> Reply:
+        pid = request.path.split("/")[2]
+        return Reply(
+            [{"id": 1, "pid": pid}],
+            headers={"X-Next-Page": "2" if "page" not in request.params else ""},
+        )
+
+    api_server.route("/projects/7/tasks", tasks, methods=("POST",))
+    api_server.route("/projects/8/tasks", tasks, methods=("POST",))
+    projects = {
+        "name": "projects",
+        "endpoint": "/projects",
+        "data_path": "items",
+        "pagination": {"type": "offset", "page_size": 2, "total_path": "total"},
+    }
+    child = {
+        "name": "tasks",
+        "endpoint": "/projects/{{parent.id}}/tasks",
+        "method": "POST",
+        "body": {"project": "{{parent.id}}", "state": "open"},
+        "parent": {"stream": "projects", "fields": {"project_id": "id"}},
+        "pagination": {"type": "cursor", "cursor_header": "X-Next-Page", "param": "page"},
+    }
+    spec = write_spec(tmp_path, api_server.url, child, projects)
+
+    code, out, err = run(
+        capsys, str(spec), "--auth-token", TOKEN, "--pages", "1", "--stream", "tasks"
+    )
+
+    assert code == 0, err
+    assert out.index("stream projects") < out.index("stream tasks")  # the parent is read first
+    assert "page 1: 2 records, the API reports 9 in all, next: offset=2" in out
+    assert "next: 2 (from header X-Next-Page)" in out
+    assert 'for parent {"id":7}' in out
+    assert 'body sent: {"project":7,"state":"open"}' in out
+    assert api_server.requests_to("/projects/7/tasks")[0].json() == {"project": 7, "state": "open"}
+    assert_nothing_written(rq_home)

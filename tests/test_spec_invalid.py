@@ -29,9 +29,9 @@ AUTH_TYPES = "expected one of none, api_key, bearer, basic, oauth2, custom"
 PAGINATION_TYPES = "expected one of offset, cursor, page_number, link_header, next_url"
 COLUMN_TYPES = "string, integer, float, boolean, timestamp, date, json"
 STREAM_FIELDS = (
-    "name, endpoint, method, data_path, primary_key, cursor_field, cursor_lookback, pagination, "
-    "params, query, "
-    "variables, sync_modes, flatten, expand, fields, types"
+    "name, endpoint, method, headers, body, data_path, primary_key, cursor_field, "
+    "cursor_lookback, cursor_start, cursor_format, error_path, ignore_status, parent, "
+    "pagination, params, query, variables, sync_modes, flatten, expand, fields, types"
 )
 NAME_RULE = "use letters, digits and '_', not starting with a digit (it becomes the table name)"
 TEMPLATE_NAMES = "{{auth.username}}, {{auth.password}}, {{auth.token}}"
@@ -85,7 +85,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         top(extra=True),
         [
             "extra: unknown field; expected one of version, base_url, type, auth, streams, "
-            "rate_limit"
+            "rate_limit, headers, error_path"
         ],
     ),
     ("bad version", top(version="2"), ["version: must be '1', got '2'"]),
@@ -190,14 +190,14 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "cursor pagination missing cursor_path",
         stream(pagination={"type": "cursor", "param": "cursor"}),
-        ["streams[0].pagination.cursor_path: required"],
+        ["streams[0].pagination.cursor_path: give exactly one of 'cursor_path', 'cursor_header'"],
     ),
     (
         "REST cursor pagination without param",
         stream(pagination={"type": "cursor", "cursor_path": "meta.next"}),
         [
-            "streams[0].pagination.param: REST cursor pagination needs 'param', the query "
-            "parameter that carries the cursor"
+            "streams[0].pagination.param: REST cursor pagination needs 'param' (the query "
+            "parameter that carries the cursor) or 'body_path' (where it goes in the JSON body)"
         ],
     ),
     (
@@ -315,7 +315,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "bad HTTP method",
         stream(method="DELETE"),
-        ["streams[0].method: 'DELETE' is not one of GET, POST"],
+        ["streams[0].method: 'DELETE' is not one of GET, POST, PUT, PATCH"],
     ),
     (
         "primary_key as a string",
@@ -323,9 +323,9 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ['streams[0].primary_key: expected a list, got "id"'],
     ),
     (
-        "params value that is a list",
-        stream(params={"ids": [1, 2]}),
-        ["streams[0].params.ids: expected a string, a number or a boolean, got [1,2]"],
+        "params value that is an object",
+        stream(params={"ids": {"a": 1}}),
+        ['streams[0].params.ids: expected a string, a number, a boolean or a list, got {"a":1}'],
     ),
     (
         "params template other than {{cursor}}",
@@ -488,7 +488,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
             "rate_limit.requests_per_second: must be greater than 0, got -1",
             "rate_limit.retry_on[0]: must be at least 400, got 200",
             "extra: unknown field; expected one of version, base_url, type, auth, streams, "
-            "rate_limit",
+            "rate_limit, headers, error_path",
         ],
     ),
     (
@@ -525,6 +525,159 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ],
     ),
 ]
+
+
+# --- the Extensions of spec version 1 (INTERFACE.md)
+EXTENSION_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    (
+        "parents that form a cycle",
+        top(
+            streams=[
+                {"name": "a", "endpoint": "/a/{{parent.id}}", "parent": {"stream": "b"}},
+                {"name": "b", "endpoint": "/b/{{parent.id}}", "parent": {"stream": "a"}},
+            ]
+        ),
+        [
+            "streams[0].parent.stream: parents form a cycle through 'b'",
+            "streams[1].parent.stream: parents form a cycle through 'a'",
+        ],
+    ),
+    (
+        "body with GET",
+        stream(body={"a": 1}),
+        ["streams[0].body: a request body needs 'method' POST, PUT or PATCH, not GET"],
+    ),
+    (
+        "body_path with GET",
+        stream(pagination={"type": "cursor", "cursor_path": "next", "body_path": "start"}),
+        [
+            "streams[0].pagination.body_path: 'body_path' puts the token into the JSON body: set 'method' POST, PUT or PATCH"  # noqa: E501
+        ],
+    ),
+    (
+        "both cursor_path and cursor_header",
+        stream(
+            pagination={
+                "type": "cursor",
+                "cursor_path": "next",
+                "cursor_header": "X-Next",
+                "param": "p",
+            }
+        ),
+        ["streams[0].pagination.cursor_path: give exactly one of 'cursor_path', 'cursor_header'"],
+    ),
+    (
+        "both param and body_path",
+        stream(
+            method="POST",
+            pagination={"type": "cursor", "cursor_path": "n", "param": "p", "body_path": "s"},
+        ),
+        [
+            "streams[0].pagination.body_path: give one of 'param', 'body_path' (where the token goes)"  # noqa: E501
+        ],
+    ),
+    (
+        "next_url with neither path nor header",
+        stream(pagination={"type": "next_url"}),
+        [
+            "streams[0].pagination.next_url_path: give exactly one of 'next_url_path', 'next_url_header'"  # noqa: E501
+        ],
+    ),
+    (
+        "next_url with both",
+        stream(
+            pagination={"type": "next_url", "next_url_path": "next", "next_url_header": "X-Next"}
+        ),
+        [
+            "streams[0].pagination.next_url_path: give exactly one of 'next_url_path', 'next_url_header'"  # noqa: E501
+        ],
+    ),
+    (
+        "embedded cursor without cursor_start",
+        stream(cursor_field="updated", params={"jql": "updated >= '{{cursor}}'"}),
+        [
+            "streams[0].params.jql: '{{cursor}}' inside a longer value needs the stream's 'cursor_start' (the value it takes on a first sync), or the whole value would be left out"  # noqa: E501
+        ],
+    ),
+    (
+        "embedded cursor in body without cursor_start",
+        stream(method="POST", cursor_field="u", body={"filter": {"after": "ts>{{cursor}}"}}),
+        [
+            "streams[0].body.filter: '{{cursor}}' inside a longer value needs the stream's 'cursor_start' (the value it takes on a first sync), or the whole value would be left out"  # noqa: E501
+        ],
+    ),
+    (
+        "cursor_start without cursor_field",
+        stream(cursor_start="2024-01-01"),
+        ["streams[0].cursor_start: needs a 'cursor_field' (it is about the saved cursor)"],
+    ),
+    (
+        "unknown cursor_format",
+        stream(cursor_field="u", cursor_format="unix"),
+        [
+            "streams[0].cursor_format: 'unix' is not a cursor format; use one of iso8601, epoch_seconds, epoch_millis, date or a strftime pattern"  # noqa: E501
+        ],
+    ),
+    (
+        "cursor_start that cannot be written as epoch",
+        stream(cursor_field="u", cursor_format="epoch_seconds", cursor_start="yesterday"),
+        [
+            "streams[0].cursor_start: 'yesterday' must be an ISO 8601 date or timestamp (or a number) to be written as epoch_seconds"  # noqa: E501
+        ],
+    ),
+    (
+        "parent template without parent",
+        stream(endpoint="/p/{{parent.id}}/x"),
+        [
+            "streams[0].endpoint: unknown template '{{parent.id}}'; stream endpoint takes no templates (set the stream's 'parent')"  # noqa: E501
+        ],
+    ),
+    (
+        "parent naming an unknown stream",
+        stream(parent={"stream": "nope", "fields": {"user_id": "id"}}),
+        ["streams[0].parent.stream: 'nope' is not another stream of this spec (streams: none)"],
+    ),
+    (
+        "parent naming itself",
+        stream(parent={"stream": "users"}),
+        ["streams[0].parent.stream: 'users' is not another stream of this spec (streams: none)"],
+    ),
+    (
+        "cursor template in endpoint",
+        stream(endpoint="/x/{{cursor}}", cursor_field="u"),
+        ["streams[0].endpoint: unknown template '{{cursor}}'; stream endpoint takes no templates"],
+    ),
+    (
+        "Authorization header",
+        top(headers={"Authorization": "Bearer abc"}),
+        [
+            "headers.Authorization: 'Authorization' carries credentials: use 'auth' (stored encrypted)"  # noqa: E501
+        ],
+    ),
+    (
+        "template in a top-level header",
+        top(headers={"X-Id": "{{parent.id}}"}),
+        ["headers.X-Id: top-level headers take no templates (a stream's headers may)"],
+    ),
+    (
+        "ignore_status below 400",
+        stream(ignore_status=[200]),
+        ["streams[0].ignore_status[0]: must be at least 400, got 200"],
+    ),
+    (
+        "graphql body",
+        graphql_stream(body={"a": 1}),
+        ["streams[0].body: 'body' is only for REST specs"],
+    ),
+    ("error_path empty", top(error_path=""), ["error_path: must not be empty"]),
+    (
+        "last_record without field",
+        stream(pagination={"type": "cursor", "cursor_path": "last_record", "param": "p"}),
+        ["streams[0].pagination.cursor_path: name the field: 'last_record.id'"],
+    ),
+]
+
+CASES += EXTENSION_CASES
 
 
 @pytest.mark.parametrize(("spec", "lines"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -570,7 +723,7 @@ def test_top_level_must_be_an_object(value: object, kind: str) -> None:
         top(
             auth={"type": "oauth2", "token_url": "https://p.example/t", "scopes": "hunter2-secret"}
         ),
-        stream(params={"api_key": ["hunter2-secret"]}),
+        stream(params={"api_key": [["hunter2-secret"]]}),
         stream(params={"access_token": {"v": "hunter2-secret"}}),
         top(auth={"type": "basic", "password": "hunter2-secret"}),
     ],

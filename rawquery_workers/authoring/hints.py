@@ -3,8 +3,12 @@
 `rq spec preview` reads a few pages and asks these functions about the first one:
 
 - `pagination_hints`: the stream has no `pagination` but the response looks paginated: a
-  `Link: <...>; rel="next"` header, a next-page URL or a cursor token in the body (GraphQL
-  `pageInfo` too), a `has_more` flag, or a total count larger than the page.
+  `Link: <...>; rel="next"` header, an `X-Next-Page` token or a next-page URL in another
+  header (`X-Next-Url`), a next-page URL or a cursor token in the body (GraphQL `pageInfo`
+  too), a `has_more` flag (Stripe: continue after the last record's id), or a total count
+  larger than the page (`total_path`). An `X-Total` header is only quoted in the message.
+- `error_path_hint`: no `error_path` is set but a 2xx body reads like an API error (`ok` or
+  `success` false, or a top-level `error`/`errors` string).
 - `data_path_hint`: `data_path` is absent (or points nowhere) but the body holds one
   obvious array of records.
 - `type_hints`: a column holds only ISO 8601 timestamp/date strings (or epoch seconds
@@ -29,7 +33,7 @@ from rawquery_workers.paginate import PageResponse, paginator_for
 from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.models import LinkHeaderPagination, Stream
 
-HintKind = Literal["pagination", "data_path", "types"]
+HintKind = Literal["pagination", "data_path", "types", "error_path"]
 _MAX_DEPTH = 4
 _NEXT_URL_KEYS = (
     "next", "next_page", "next_url", "nextUrl", "nextPage", "next_page_url", "nextPageUrl",
@@ -49,11 +53,21 @@ _CURSOR_PARAMS = {
     "continuationToken": "continuationToken",
     "scroll_id": "scroll_id",
 }
+# Response headers, by lowercased name without any "x-" prefix: a URL or a page token.
+_NEXT_URL_HEADERS = ("next", "next-url", "next-page-url", "next-link", "next-page-link")
+_CURSOR_HEADERS = {"next-page": "page"}  # GitLab: X-Next-Page: 2 (empty on the last page)
 _HAS_MORE_KEYS = ("has_more", "hasMore", "has_next", "hasNext", "has_next_page", "hasNextPage")
+_ID_KEYS = ("id", "_id", "uuid", "ID", "Id")
 _TOTAL_KEYS = (
-    "total", "total_count", "totalCount", "total_results", "totalResults", "total_items",
-    "totalItems", "total_records", "totalRecords", "count",
+    "total", "total_count", "totalCount", "totalSize", "total_size", "total_results",
+    "totalResults", "total_items", "totalItems", "total_records", "totalRecords", "count",
 )  # fmt: skip
+# error_path: a flag that is false on errors (Slack, Telegram, Cloudflare), then the keys
+# that may hold the error (any value); without the flag, only an `error`/`errors` string.
+_FAILURE_FLAGS = ("ok", "success")
+_ERROR_KEYS = ("error", "errors")
+_FLAGGED_ERROR_KEYS = (*_ERROR_KEYS, "error_message", "errorMessage", "message", "description")
+_EMPTY: tuple[object, ...] = (None, False, "", [], {})
 _PAGE_KEYS = ("page", "current_page", "currentPage", "page_number", "total_pages", "totalPages")
 _TIMESTAMP = re.compile(
     r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$",
@@ -90,7 +104,8 @@ def pagination_hints(
     api_type: str = "rest",
 ) -> list[Hint]:
     """At most one pagination hint for a stream without `pagination` (first match wins:
-    Link header, GraphQL pageInfo, cursor token, next-page URL, has_more, total count)."""
+    Link header, GraphQL pageInfo, next-page header, cursor token, next-page URL,
+    has_more, total count)."""
     if stream.pagination is not None:
         return []
     if api_type == "graphql":
@@ -98,6 +113,7 @@ def pagination_hints(
         return [hint] if hint else []
     finders: tuple[Callable[[], Hint | None], ...] = (
         lambda: _link_rel_next(headers),
+        lambda: _next_header(headers),
         lambda: _cursor_token(body),
         lambda: _next_url(body),
         lambda: _has_more(body, stream.data_path or obvious_array_path(body)),
@@ -121,16 +137,46 @@ def next_link(value: str | None, rel: str = "next") -> str | None:
 
 
 def _link_rel_next(headers: Mapping[str, str]) -> Hint | None:
-    value = next((v for k, v in headers.items() if k.lower() == "link"), None)
-    url = next_link(value)
+    url = next_link(_header(headers, "link"))
     if url is None:
         return None
     return Hint(
         "pagination",
         f'the response has a Link header with rel="next" ({_short(url)}) but the stream '
-        "has no pagination: only the first page would be read",
+        f"has no pagination: only the first page would be read{_total_note(headers)}",
         {"pagination": {"type": LinkHeaderPagination.tag()}},
     )
+
+
+def _next_header(headers: Mapping[str, str]) -> Hint | None:
+    """A next-page URL (`X-Next-Url`) or token (GitLab's `X-Next-Page`) in a header."""
+    for key, value in headers.items():
+        name, header = key.lower().removeprefix("x-"), _header_name(key)
+        if not value.strip() or name not in (*_NEXT_URL_HEADERS, *_CURSOR_HEADERS):
+            continue
+        if _looks_like_url(value):
+            return Hint(
+                "pagination",
+                f"the response has a next-page URL in its {header} header ({_short(value)}) "
+                f"but the stream has no pagination: only the first page would be read"
+                f"{_total_note(headers)}",
+                {"pagination": {"type": "next_url", "next_url_header": header}},
+            )
+        if param := _CURSOR_HEADERS.get(name):
+            return Hint(
+                "pagination",
+                f"the response has a next-page token in its {header} header "
+                f"('{_short(value)}') but the stream has no pagination; check in the API's "
+                f"docs which query parameter takes it (guessed: '{param}'){_total_note(headers)}",
+                {"pagination": {"type": "cursor", "cursor_header": header, "param": param}},
+            )
+    return None
+
+
+def _total_note(headers: Mapping[str, str]) -> str:
+    """A note quoting an `X-Total` header: `total_path` reads the body, so nothing to set."""
+    total = (_header(headers, "x-total") or "").strip()
+    return f" (its X-Total header says {total} records in all)" if total.isdigit() else ""
 
 
 def _graphql_page_info(body: JsonValue) -> Hint | None:
@@ -191,9 +237,8 @@ def _has_more(body: JsonValue, data_path: str | None) -> Hint | None:
     path = _find_key(body, _HAS_MORE_KEYS, bool)
     if path is None or get_path(body, path) is not True:
         return None
-    records = get_path(body, data_path) if data_path else body
-    last_id = isinstance(records, list) and records and isinstance(records[-1], dict)
-    if not last_id or "id" not in records[-1]:  # type: ignore[index]
+    id_key = _last_record_id(get_path(body, data_path) if data_path else body)
+    if id_key is None:
         return Hint(
             "pagination",
             f"the response says '{path}' is true: there are more pages, but the stream has "
@@ -209,17 +254,26 @@ def _has_more(body: JsonValue, data_path: str | None) -> Hint | None:
         )
     return Hint(
         "pagination",
-        f"the response says '{path}' is true but the stream has no pagination; APIs like "
-        "Stripe continue after the last record's id (check the parameter name)",
+        f"the response says '{path}' is true but the stream has no pagination and no "
+        f"next-page token; APIs like Stripe continue after the last record's '{id_key}' "
+        "(check in the API's docs which query parameter takes it; guessed: 'starting_after')",
         {
             "pagination": {
                 "type": "cursor",
-                "cursor_path": f"{data_path}.-1.id" if data_path else "-1.id",
+                "cursor_path": f"last_record.{id_key}",
                 "param": "starting_after",
                 "has_more_path": path,
             }
         },
     )
+
+
+def _last_record_id(records: object) -> str | None:
+    """The id-like key of the last record in `records` (a list of objects), or None."""
+    if not isinstance(records, list) or not records or not isinstance(records[-1], dict):
+        return None
+    last = records[-1]
+    return next((k for k in _ID_KEYS if _is_token(last.get(k))), None)
 
 
 def _total_count(body: JsonValue, records_count: int) -> Hint | None:
@@ -231,30 +285,60 @@ def _total_count(body: JsonValue, records_count: int) -> Hint | None:
         return None
     paged = _find_key(body, _PAGE_KEYS, int)
     shown = f"the response says '{path}' is {total} but holds {records_count} records"
+    ends = f"total_path '{path}' ends the walk at that total"
     if paged is not None:
         return Hint(
             "pagination",
-            f"{shown} and has a page number at '{paged}': the stream needs pagination",
+            f"{shown} and has a page number at '{paged}': the stream needs pagination "
+            f"({ends}; check the parameter names)",
             {
                 "pagination": {
                     "type": "page_number",
                     "param": "page",
                     "page_size_param": "per_page",
                     "page_size": records_count,
+                    "total_path": path,
                 }
             },
         )
     return Hint(
         "pagination",
-        f"{shown}: the stream needs pagination (offset shown; check the parameter names)",
+        f"{shown}: the stream needs pagination (offset shown, {ends}; check the parameter names)",
         {
             "pagination": {
                 "type": "offset",
                 "param": "offset",
                 "limit_param": "limit",
                 "page_size": records_count,
+                "total_path": path,
             }
         },
+    )
+
+
+# --- error_path ----------------------------------------------------------------------------
+
+
+def error_path_hint(body: JsonValue, status: int, error_path: str | None) -> Hint | None:
+    """A hint when a 2xx body reads like an API error and no `error_path` is set: `ok` or
+    `success` false with an error field (Slack, Telegram, Cloudflare), or a top-level
+    `error`/`errors` string. `error_path` is the one in force (the stream's or the spec's)."""
+    if error_path or not 200 <= status < 300 or not isinstance(body, dict):
+        return None
+    flag = next((k for k in _FAILURE_FLAGS if body.get(k) is False), None)
+    if flag is not None:
+        key = next((k for k in _FLAGGED_ERROR_KEYS if body.get(k) not in _EMPTY), None)
+    else:
+        key = next((k for k in _ERROR_KEYS if _is_text(body.get(k))), None)
+    if key is None:
+        return None
+    said = f"'{flag}' is false and '{key}' is" if flag else f"'{key}' is"
+    return Hint(
+        "error_path",
+        f"the response is HTTP {status} but its body says {said} {_quoted(body[key])}: "
+        "without error_path a sync takes such an answer for data; with it the sync fails "
+        "quoting that value (it may go at the top level, for every stream)",
+        {"error_path": key},
     )
 
 
@@ -367,6 +451,10 @@ def _find_key(body: JsonValue, keys: Sequence[str], kind: type) -> str | None:
     return None
 
 
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
 def _is_token(value: object) -> bool:
     if isinstance(value, str):
         return bool(value.strip()) and not _looks_like_url(value)
@@ -376,6 +464,21 @@ def _is_token(value: object) -> bool:
 def _looks_like_url(value: str) -> bool:
     text = value.strip()
     return text.startswith(("http://", "https://")) or (text.startswith("/") and len(text) > 1)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _header_name(key: str) -> str:
+    """`x-next-page` -> `X-Next-Page` (httpx gives header names lowercased)."""
+    return "-".join(part.capitalize() for part in key.split("-"))
+
+
+def _quoted(value: object, limit: int = 80) -> str:
+    if isinstance(value, str):
+        return f"'{_short(value, limit)}'"
+    return _short(orjson.dumps(value).decode(), limit)
 
 
 def _short(url: str, limit: int = 80) -> str:

@@ -3,7 +3,9 @@
 For each chosen stream it reads up to N pages with the real machinery of a sync (auth,
 rate limit, retries, pagination, extraction, transform) and reports:
 - every request: method, redacted URL, status, attempt, seconds, rate-limit wait, retries;
-- every page: its records count and the next-page token or URL found;
+- every page: its records count, the next-page token or URL found (and where: a header,
+  the last record), the body sent, the total the API reported, and for a child request the
+  parent values used (from the parent stream's preview rows: a parent is previewed first);
 - a sample of the records as extracted and of each table's rows after every
   transformation (flatten, expand, include, types, rename), parent and child tables;
 - the Iceberg schema each table would be created with, and the warnings a sync would raise;
@@ -20,12 +22,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import pyarrow as pa
 
 from rawquery_workers.auth import build_auth
 from rawquery_workers.auth.base import CredentialsHook
-from rawquery_workers.authoring.hints import Hint, data_path_hint, pagination_hints, type_hints
-from rawquery_workers.errors import AuthError, ConfigError, SourceError, TransformError
+from rawquery_workers.authoring.hints import (
+    Hint,
+    data_path_hint,
+    error_path_hint,
+    pagination_hints,
+    type_hints,
+)
+from rawquery_workers.errors import (
+    AuthError,
+    ConfigError,
+    SourceError,
+    SpecError,
+    TransformError,
+)
 from rawquery_workers.http.client import ApiClient, ApiResponse, Event, RetryPolicy, build_client
 from rawquery_workers.http.ratelimit import local_limiter_for
 from rawquery_workers.http.redact import Redactor
@@ -34,7 +49,7 @@ from rawquery_workers.settings import get_settings
 from rawquery_workers.sink.schema import batch_schema, iceberg_type
 from rawquery_workers.spec.credentials import Credentials
 from rawquery_workers.spec.jsonpath import get_path
-from rawquery_workers.spec.models import Spec, Stream
+from rawquery_workers.spec.models import CursorPagination, NextUrlPagination, Spec, Stream
 from rawquery_workers.transform import KEY, REJECTED, SYNCED_AT, TableBatch, transform_records
 
 DEFAULT_PAGES = 2
@@ -53,6 +68,10 @@ class PageView:
     status: int
     records: int
     next: str | None  # the next-page token or URL found (redacted), None on the last page
+    next_from: str | None = None  # where it was read when not the body ("header X-Next-Page")
+    body: Any = None  # the JSON body sent (redacted), None when there was none
+    parent: dict[str, Any] | None = None  # a child request's parent values
+    total: int | None = None  # the record count the API reported (total_path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +200,11 @@ def preview_spec(
             allow_private_targets=get_settings().allow_private_targets,
         )
         results = []
+        parent_rows: dict[str, list[dict[str, Any]]] = {}
         for stream in chosen:
             events.clear()
             api.responses = []
-            result = _preview_stream(spec, stream, api, max_pages, sample)
+            result = _preview_stream(spec, stream, api, max_pages, sample, parent_rows)
             result.requests.extend(events)
             result.warnings.extend(notes)
             results.append(result)
@@ -199,7 +219,7 @@ def _choose(spec: Spec, names: Sequence[str]) -> list[Stream]:
             f"the spec has no stream {', '.join(map(repr, unknown))}; "
             f"its streams are: {', '.join(known)}"
         )
-    return [s for s in spec.streams if not names or s.name in names]
+    return [spec.stream(name) for name in spec.with_parents(list(names) or known)]
 
 
 def _auth(
@@ -230,17 +250,28 @@ def _issued(new: Credentials, given: Credentials, redactor: Redactor, notes: lis
 
 
 def _preview_stream(
-    spec: Spec, stream: Stream, api: _RecordingApiClient, max_pages: int, sample: int
+    spec: Spec,
+    stream: Stream,
+    api: _RecordingApiClient,
+    max_pages: int,
+    sample: int,
+    parent_rows: dict[str, list[dict[str, Any]]],
 ) -> StreamPreview:
+    """Preview one stream; its table's rows join `parent_rows` for its child streams."""
     pages: list[Page] = []
     error: str | None = None
+    parents = None
+    if stream.parent is not None:  # the columns a sync reads from the parent table
+        columns = stream.parent_columns
+        rows = parent_rows.get(stream.parent.stream, [])
+        parents = [{c: row[c] for c in columns if c in row} for row in rows]
     try:
-        for page in read_pages(spec, stream, api, max_pages=max_pages):
+        for page in read_pages(spec, stream, api, max_pages=max_pages, parents=parents):
             pages.append(page)
-    except SourceError as exc:
+    except (SourceError, SpecError) as exc:
         error = str(exc)
     records = [r for page in pages for r in page.records]
-    views = [PageView(p.number, p.url, p.status, len(p.records), p.raw_next) for p in pages]
+    views = [_page_view(stream, p, api.redactor) for p in pages]
     hints = _response_hints(spec, stream, api, pages)
     tables: list[TableView] = []
     warnings: list[str] = []
@@ -252,6 +283,9 @@ def _preview_stream(
         else:
             warnings = list(result.warnings)
             tables = [_table_view(stream, b, sample) for b in result.tables]
+            main = next((b for b in result.tables if b.parent is None), None)
+            if main is not None:
+                parent_rows[stream.name] = _json_rows(main.data.to_pylist())
             if found := _type_hint(stream, result.tables):
                 hints.append(found)
     hints = [_redacted(h, api.redactor) for h in hints]
@@ -267,6 +301,44 @@ def _preview_stream(
     )
 
 
+def _page_view(stream: Stream, page: Page, redactor: Redactor) -> PageView:
+    body = None
+    if page.sent_body is not None:
+        text = redactor.redact(orjson.dumps(page.sent_body).decode())
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError:  # a mask landed inside an escape: show the text
+            body = text
+    return PageView(
+        page.number,
+        page.url,
+        page.status,
+        len(page.records),
+        page.raw_next,
+        next_from=_token_source(stream) if page.raw_next else None,
+        body=body,
+        parent=dict(page.parent) if page.parent is not None else None,
+        total=page.total,
+    )
+
+
+def _token_source(stream: Stream) -> str | None:
+    pag = stream.pagination
+    if isinstance(pag, CursorPagination):
+        if pag.cursor_header:
+            return f"header {pag.cursor_header}"
+        if pag.last_record_field:
+            return f"the last record's {pag.last_record_field}"
+    if isinstance(pag, NextUrlPagination) and pag.next_url_header:
+        return f"header {pag.next_url_header}"
+    return None
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as a sync's child requests read them from the parent table: JSON-able."""
+    return [orjson.loads(orjson.dumps(row, default=str)) for row in rows]
+
+
 def _response_hints(
     spec: Spec, stream: Stream, api: _RecordingApiClient, pages: list[Page]
 ) -> list[Hint]:
@@ -279,7 +351,8 @@ def _response_hints(
         records = get_path(first.json, str(path_hint.fragment["data_path"]))
         count = len(records) if isinstance(records, list) else count
     hints = pagination_hints(stream, first.json, first.headers, count, spec.type)
-    return hints + ([path_hint] if path_hint else [])
+    error_hint = error_path_hint(first.json, first.status, spec.error_path_for(stream))
+    return [h for h in (error_hint, *hints, path_hint) if h is not None]
 
 
 def _redacted(hint: Hint, redactor: Redactor) -> Hint:

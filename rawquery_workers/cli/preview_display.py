@@ -36,7 +36,14 @@ def _stream_lines(stream: StreamPreview) -> list[str]:
         lines.append("  pages")
         for page in stream.pages:
             nxt = f"next: {page.next}" if page.next else "no next page"
-            lines.append(f"    page {page.number}: {_count(page.records, 'record')}, {nxt}")
+            if page.next and page.next_from:
+                nxt += f" (from {page.next_from})"
+            total = f", the API reports {page.total} in all" if page.total is not None else ""
+            lines.append(f"    page {page.number}: {_count(page.records, 'record')}{total}, {nxt}")
+            if page.parent is not None:
+                lines.append(f"      for parent {_json(page.parent)}")
+            if page.body is not None:
+                lines.append(f"      body sent: {_json(page.body)}")
         if stream.more_pages:
             lines.append("    (preview stopped at the page limit; more pages exist)")
     if stream.sample:

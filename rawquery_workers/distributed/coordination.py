@@ -23,6 +23,7 @@ disarm points by creating their markers). Never set it in production.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -40,12 +41,14 @@ from rawquery_workers.distributed.redis_keys import (
 )
 from rawquery_workers.errors import ConflictError, RawqueryError
 from rawquery_workers.registry import Registry, open_registry
+from rawquery_workers.registry.records import SyncRecord
 from rawquery_workers.runner import pipeline
 from rawquery_workers.runner.context import ConnectionContext
 from rawquery_workers.runner.progress import ProgressWriter, Stored
-from rawquery_workers.runner.runs import StreamRun, end_sync_if_last
+from rawquery_workers.runner.runs import StreamRun, end_sync_if_last, parent_failure
 from rawquery_workers.runner.staging import Staging
 from rawquery_workers.settings import get_settings
+from rawquery_workers.spec.models import Spec
 
 MARKER_SECONDS = 7 * 24 * 3600
 MAX_ATTEMPTS = 5
@@ -106,11 +109,37 @@ def start(sync_id: str, context_for: ContextFor, enqueue: Callable[[dict[str, An
             job = pipeline.StreamJob(sync.connection, sync_id, run.stream)
             fail_stream(registry, job, conn_redact(context_for, sync.connection, str(exc)))
         return
+    in_sync = {run.stream for run in sync.streams}
     for run in sync.streams:
-        ctx = conn.stream(run.stream)
-        job = pipeline.start_job(ctx, sync_id, sync.full_refresh)
-        StreamRun(registry, sync_id, run.stream).start()
-        enqueue(job.to_dict())
+        parent = conn.spec.stream(run.stream).parent
+        if parent is None or parent.stream not in in_sync:  # children start when it ends
+            _start_stream(conn, sync_id, run.stream, sync.full_refresh, enqueue)
+
+
+def _start_stream(
+    conn: ConnectionContext,
+    sync_id: str,
+    stream: str,
+    full_refresh: bool,
+    enqueue: Callable[[dict[str, Any]], None],
+) -> None:
+    """Start a stream's first segment, once (a redelivered step may ask again)."""
+    if not _once(segment_enqueued_key(conn.name, sync_id, stream, 0)):
+        return
+    job = pipeline.start_job(conn.stream(stream), sync_id, full_refresh)
+    StreamRun(conn.registry, sync_id, stream).start()
+    enqueue(job.to_dict())
+
+
+def _children(spec: Spec, sync: SyncRecord, stream: str) -> list[str]:
+    """The streams of `sync` whose parent is `stream` and that have not started."""
+    return [
+        run.stream
+        for run in sync.streams
+        if run.status == "queued"
+        and (parent := spec.stream(run.stream).parent) is not None
+        and parent.stream == stream
+    ]
 
 
 def conn_redact(context_for: ContextFor, connection: str, message: str) -> str:
@@ -199,15 +228,25 @@ def commit(
             enqueue(next_job.to_dict())
         return
     run.succeed(ctx.sink.committed_state(job.connection, job.stream).get("rq.cursor") or None)
+    sync = conn.registry.get_sync(job.sync_id)
+    for child in _children(conn.spec, sync, job.stream):  # the parent's table is final now
+        _start_stream(conn, job.sync_id, child, sync.full_refresh, enqueue)
     _stream_finished(conn.registry, job)
 
 
 def fail_stream(registry: Registry, job: pipeline.StreamJob, error: str) -> None:
+    """Fail a stream, and the child streams of this sync waiting for it."""
     StreamRun(registry, job.sync_id, job.stream).fail(error)
+    spec: Spec | None = None
     with contextlib.suppress(Exception):  # cleaning up must not hide the stream's own error
         conn = ConnectionContext(job.connection, registry=registry)
         with conn:
+            spec = conn.spec
             pipeline.abandon(conn.stream(job.stream), job)
+    if spec is not None:
+        for child in _children(spec, registry.get_sync(job.sync_id), job.stream):
+            message = parent_failure(spec.stream(child), {job.stream}) or error
+            fail_stream(registry, dataclasses.replace(job, stream=child), message)
     _stream_finished(registry, job)
 
 

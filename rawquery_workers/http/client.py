@@ -69,7 +69,7 @@ from rawquery_workers.http.response_limits import (
 from rawquery_workers.http.targets import OPT_OUT, TargetGuard
 from rawquery_workers.http.transport import StdlibTransport, send
 from rawquery_workers.settings import get_settings
-from rawquery_workers.spec.models import ParamValue, RateLimit
+from rawquery_workers.spec.models import ParamValues, RateLimit
 from rawquery_workers.spec.origin import Origin
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -336,11 +336,15 @@ class ApiClient:
         method: str,
         url: str,
         *,
-        params: Mapping[str, ParamValue] | None = None,
+        params: Mapping[str, ParamValues] | None = None,
         json: JsonValue | None = None,
         expect_json: bool = True,
+        headers: Mapping[str, str] | None = None,
+        ignore_status: Collection[int] = (),
     ) -> ApiResponse:
-        """Send with retries; `url` may be relative to base_url. Raises SourceError kinds."""
+        """Send with retries; `url` may be relative to base_url. Raises SourceError kinds.
+        `headers` are added to the request (auth's come on top); an answer whose status is
+        in `ignore_status` is returned with no body (`json` None) instead of raised."""
         method = method.upper()
         full = url if _ABSOLUTE.match(url) else join_url(self.base_url, url)
         if params and "?" not in full:  # one URL parse a request, not copy_merge_params' three
@@ -354,7 +358,9 @@ class ApiClient:
         failure = _Failure("no attempt was made")
         for attempt in range(1, self.policy.attempts + 1):
             self._in_time(method, shown, 0.0)
-            outcome = self._attempt(method, target, body, expect_json, shown, attempt)
+            outcome = self._attempt(
+                method, target, body, expect_json, shown, attempt, headers, ignore_status
+            )
             if isinstance(outcome, ApiResponse):
                 return outcome
             failure = outcome
@@ -381,10 +387,12 @@ class ApiClient:
         expect_json: bool,
         shown: str,
         attempt: int,
+        headers: Mapping[str, str] | None = None,
+        ignore_status: Collection[int] = (),
     ) -> ApiResponse | _Failure:
         meter = _Meter(started=self._clock())
         try:
-            response, final_url, trusted = self._send(method, target, body, shown, meter)
+            response, final_url, trusted = self._send(method, target, body, shown, meter, headers)
         except _NETWORK_ERRORS as exc:
             if isinstance(exc, DeadlineExceeded) and exc.caller:  # finish_by came first
                 self._emit_request(method, shown, attempt, meter, None, "out of time")
@@ -406,6 +414,16 @@ class ApiClient:
             raise SourceError(f"{method} {shown}: {type(exc).__name__}: {detail}") from None
         self._emit_request(method, shown, attempt, meter, response.status_code)
         final_shown = shown if final_url is target else self.redactor.redact_url(final_url)
+        if response.status_code in ignore_status:  # the stream reads it as an empty last page
+            return ApiResponse(
+                status=response.status_code,
+                headers=response.headers,
+                json=None,
+                url=str(final_url),
+                redacted_url=final_shown,
+                content=b"",
+                attempts=attempt,
+            )
         return self._outcome(
             method, shown, response, final_url, final_shown, trusted, expect_json, attempt
         )
@@ -452,7 +470,13 @@ class ApiClient:
         )
 
     def _send(
-        self, method: str, url: httpx.URL, body: bytes | None, shown: str, meter: _Meter
+        self,
+        method: str,
+        url: httpx.URL,
+        body: bytes | None,
+        shown: str,
+        meter: _Meter,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[httpx.Response, httpx.URL, bool]:
         """Send, following redirects; every hop takes a rate-limit token and obeys the
         credentials rule. Returns the final response, its URL and whether it was trusted."""
@@ -461,7 +485,7 @@ class ApiClient:
                 raise self._refused(method, shown, url, hop, reason)
             meter.waited += self.limiter.acquire(self.limiter_key)
             trusted = Origin.of(url) == self._base_origin
-            request = self._build(method, url, body, trusted)
+            request = self._build(method, url, body, trusted, headers)
             response = send(self.client, request, self.auth if trusted else None)
             # httpx links a read response and its stream in a reference cycle; unlinked,
             # the body is freed as soon as the page is parsed, not at the next collection
@@ -476,11 +500,18 @@ class ApiClient:
         raise ResponseError(f"{method} {shown}: more than {MAX_REDIRECTS} redirects")
 
     def _build(
-        self, method: str, url: httpx.URL, body: bytes | None, trusted: bool
+        self,
+        method: str,
+        url: httpx.URL,
+        body: bytes | None,
+        trusted: bool,
+        fixed: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         if not trusted:
             url = httpx.URL(self.redactor.strip_params(str(url)))
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        headers = dict(fixed or {})
+        if body is not None and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
         until = {NOT_AFTER: self.finish_by} if self.finish_by is not None else None
         request = self.client.build_request(
             method, url, content=body, headers=headers, extensions=until

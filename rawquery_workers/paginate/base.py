@@ -29,7 +29,7 @@ from pydantic import JsonValue
 
 from rawquery_workers.errors import PaginationLoopError
 from rawquery_workers.http.redact import Redactor
-from rawquery_workers.spec.models import ParamValue
+from rawquery_workers.spec.models import ParamValue, ParamValues
 
 ApiType = Literal["rest", "graphql"]
 _SHOWN_CHARS = 40
@@ -45,18 +45,36 @@ class PaginatorOptions(TypedDict, total=False):
 
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
-    """One request to send: `params` are merged into `url`'s query; `json` is the body."""
+    """One request to send: `params` are merged into `url`'s query (a list value as
+    repeated keys); `json` is the body; `headers` the spec's fixed headers."""
 
     method: str
     url: str
-    params: Mapping[str, ParamValue] = field(default_factory=dict)
+    params: Mapping[str, ParamValues] = field(default_factory=dict)
     json: JsonValue | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def with_params(
         self, values: Mapping[str, ParamValue], drop: tuple[str, ...] = ()
     ) -> RequestSpec:
         params = {k: v for k, v in self.params.items() if k not in drop}
         return dataclasses.replace(self, params={**params, **values})
+
+    def with_body_value(self, path: str, value: JsonValue) -> RequestSpec:
+        """The request with the JSON body's dotted `path` set to `value` (objects on the way
+        are created; None removes the key)."""
+        body = dict(self.json) if isinstance(self.json, dict) else {}
+        *parents, last = path.split(".")
+        node = body
+        for name in parents:
+            child = node.get(name)
+            node[name] = dict(child) if isinstance(child, dict) else {}
+            node = node[name]  # type: ignore[assignment]
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+        return dataclasses.replace(self, json=body)
 
     def with_url(self, url: str) -> RequestSpec:
         """The same request sent to `url`, which carries its own query (params are dropped)."""
@@ -88,6 +106,7 @@ class PageResponse:
     body: JsonValue
     headers: Mapping[str, str] = field(default_factory=dict)
     status: int = 200
+    last_record: JsonValue = None  # the page's last record (None: no records)
 
     def header(self, name: str) -> str | None:
         if isinstance(self.headers, httpx.Headers):
@@ -152,6 +171,11 @@ class Paginator(ABC):
     @property
     def end_warning(self) -> str | None:
         """After the last page: a warning when the API said it had more than was read."""
+        return None
+
+    @property
+    def reported_total(self) -> int | None:
+        """The record count the API reported (`total_path`), if this kind reads one."""
         return None
 
     def _remember(self, value: str, what: str) -> None:

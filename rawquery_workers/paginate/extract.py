@@ -1,12 +1,13 @@
-"""Reading one stream's pages from its API: build the request, send it, find the records.
+"""Reading one stream's pages from its API: send the requests, find the records.
 
-REST: `stream.method` (GET) to base_url + endpoint with the stream's `params`. GraphQL:
-POST to base_url + (endpoint or "/graphql") with `{"query", "variables"}`; a 200 answer
-carrying a non-empty `errors` array fails the stream with the API's messages.
+The first request is `requests.base_request` (URL, params, headers, body, templates). A
+GraphQL 200 answer carrying a non-empty `errors` array fails the stream with the API's
+messages; so does a 200 answer with a value at `error_path` (Slack's `"error"`). An answer
+whose status is in the stream's `ignore_status` is an empty last page.
 
-`{{cursor}}` in a param (or a top-level GraphQL variable) is replaced by the saved cursor;
-on a first sync (no cursor) every param or variable that uses `{{cursor}}` is left out,
-since it cannot be rendered. An absolute endpoint must be on base_url's origin.
+A child stream (`parent`) walks its pagination once per parent row (given by the runner,
+read from the parent's table), in the order of the parent values it uses; each record gets
+the `parent.fields` columns, and the resume state names the parent it was in.
 
 Records sit at `data_path` (dotted). Without `data_path` the body is the record array, and a
 body that is one object is one record. A JSON null at `data_path` (or a 204) is a page
@@ -22,28 +23,30 @@ ignoring `offset`/`page`) raises PaginationLoopError.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urljoin
 
 import orjson
 from pydantic import JsonValue
 
-from rawquery_workers.errors import PaginationLoopError, ResponseError, SourceError, SpecError
-from rawquery_workers.http.client import ApiClient, join_url, parse_json
+from rawquery_workers.errors import PaginationLoopError, ResponseError, SourceError
+from rawquery_workers.http.client import ApiClient, parse_json
 from rawquery_workers.http.redact import Redactor
 from rawquery_workers.paginate import PageResponse, Paginator, RequestSpec, paginator_for
+from rawquery_workers.paginate.requests import Parent, base_request, endpoint_url
 from rawquery_workers.spec.jsonpath import MISSING, get_path
-from rawquery_workers.spec.models import ParamValue, Spec, Stream
-from rawquery_workers.spec.origin import Origin, same_origin
-from rawquery_workers.spec.templating import placeholders, render
+from rawquery_workers.spec.models import Spec, Stream
 from rawquery_workers.transform.parse import json_text
+
+__all__ = ["Page", "base_request", "endpoint_url", "extract_records", "read_pages"]
 
 Record = dict[str, JsonValue]
 _MAX_GRAPHQL_ERRORS = 5
+_MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,9 @@ class Page:
     raw_next: str | None
     body: bytes = b""  # the response body the records were parsed from
     warning: str | None = None  # the last page: the API reported more than was read
+    sent_body: JsonValue = None  # the JSON body of the request (None: none was sent)
+    parent: Parent | None = None  # a child request's parent values
+    total: int | None = None  # the record count the API reported so far (`total_path`)
 
 
 def read_pages(
@@ -70,31 +76,63 @@ def read_pages(
     cursor: str | None = None,
     resume: dict[str, JsonValue] | None = None,
     max_pages: int | None = None,
+    parents: Sequence[Parent] | None = None,
 ) -> Iterator[Page]:
     """The stream's pages in order, from the first page or from `resume`, at most
-    `max_pages` of them. Raises SourceError kinds (and SpecError for a bad endpoint)."""
+    `max_pages` of them; `parents` are the parent rows of a child stream. Raises
+    SourceError kinds (and SpecError for a bad endpoint or a missing parent value)."""
+    if stream.parent is None:
+        pages = _walk(spec, stream, api, base_request(spec, stream, cursor), resume)
+    else:
+        pages = _child_pages(spec, stream, api, cursor, resume, parents or [])
+    for page in pages:
+        yield page
+        if max_pages is not None and page.number >= max_pages:
+            return
+
+
+def _walk(
+    spec: Spec,
+    stream: Stream,
+    api: ApiClient,
+    base: RequestSpec,
+    resume: dict[str, JsonValue] | None,
+    number: int = 0,
+) -> Iterator[Page]:
+    """One pagination walk from `base` (or `resume`); pages are numbered after `number`."""
     paginator = paginator_for(
         stream.pagination, spec.type, stream=stream.name, redactor=api.redactor
     )
     if resume:
         _restore(paginator, resume, stream)
-    request: RequestSpec | None = paginator.first_request(base_request(spec, stream, cursor))
+    request: RequestSpec | None = paginator.first_request(base)
     previous: list[Record] | None = None
-    number = 0
+    error_path = spec.error_path_for(stream)
     while request is not None:
         number += 1
         try:
             response = api.request(
-                request.method, request.url, params=request.params, json=request.json
+                request.method,
+                request.url,
+                params=request.params,
+                json=request.json,
+                headers=request.headers,
+                ignore_status=stream.ignore_status,
             )
         except SourceError as exc:  # say which stream and page (the URL is already in it)
             exc.args = (f"stream {stream.name}, page {number}: {exc}", *exc.args[1:])
             raise
         where = f"stream {stream.name}, page {number} ({response.redacted_url})"
+        if response.status in stream.ignore_status:
+            yield Page(number, [], response.redacted_url, response.status, None, None)
+            return
         if spec.type == "graphql":
             raise_graphql_errors(response.json, where, api.redactor)
+        if error_path is not None:
+            raise_body_error(response.json, error_path, where, api.redactor)
         records = extract_records(response.json, stream.data_path, where)
-        page = PageResponse(response.url, response.json, response.headers, response.status)
+        last = records[-1] if records else None
+        page = PageResponse(response.url, response.json, response.headers, response.status, last)
         paginator.update(page, len(records))
         if paginator.has_next_page and _same_records(records, previous):
             raise PaginationLoopError(
@@ -113,36 +151,112 @@ def read_pages(
             raw_next=api.redactor.redact_url(reference) if reference is not None else None,
             body=response.content,
             warning=None if paginator.has_next_page else paginator.end_warning,
+            sent_body=request.json,
+            total=paginator.reported_total,
         )
-        if max_pages is not None and number >= max_pages:
-            return
         request = paginator.next_request(request)
 
 
-def base_request(spec: Spec, stream: Stream, cursor: str | None = None) -> RequestSpec:
-    """The stream's first-page request before pagination adds anything."""
-    names = {"cursor": cursor} if cursor is not None else {}
-    if spec.type == "graphql":
-        url = endpoint_url(spec.base_url, stream.endpoint or "/graphql", stream.name)
-        variables = _rendered(stream.variables, names, f"stream {stream.name} variables")
-        return RequestSpec("POST", url, {}, {"query": stream.query, "variables": variables})
-    url = endpoint_url(spec.base_url, stream.endpoint or "", stream.name)
-    params = _rendered(stream.params, names, f"stream {stream.name} params")
-    return RequestSpec(stream.method, url, cast(dict[str, ParamValue], params))
+# --- child requests ------------------------------------------------------------------------
 
 
-def endpoint_url(base_url: str, endpoint: str, stream_name: str = "stream") -> str:
-    """base_url + endpoint; an absolute endpoint is allowed only on base_url's origin."""
-    if "://" not in endpoint and not endpoint.startswith("//"):
-        return join_url(base_url, endpoint)
-    url = urljoin(base_url, endpoint)
-    if not same_origin(url, base_url):
-        raise SpecError(
-            f"stream {stream_name}: endpoint '{Redactor().redact_url(url)}' is not on "
-            f"base_url's origin ({Origin.of(base_url)}); use a path relative to base_url "
-            "(credentials are only ever sent to base_url's origin)"
-        )
-    return url
+def _child_pages(
+    spec: Spec,
+    stream: Stream,
+    api: ApiClient,
+    cursor: str | None,
+    resume: dict[str, JsonValue] | None,
+    parents: Sequence[Parent],
+) -> Iterator[Page]:
+    """One walk per parent row, in the order of their keys; state `{"parent": KEY, "page":
+    STATE}` resumes inside the walk of the parent KEY (STATE None: at its first page)."""
+    ordered = sorted({_parent_key(row): row for row in parents}.items())
+    start, inner = 0, None
+    if resume:
+        saved = resume.get("parent")
+        if not isinstance(saved, str):
+            raise SourceError(
+                f"stream {stream.name}: the saved resume point names no parent ({resume}); "
+                "run a full refresh of the stream"
+            )
+        start = next((i for i, (key, _) in enumerate(ordered) if key >= saved), len(ordered))
+        page_state = resume.get("page")
+        same = start < len(ordered) and ordered[start][0] == saved
+        inner = page_state if same and isinstance(page_state, dict) else None
+    if start >= len(ordered):  # no parent rows (left): an empty last page ends the stream
+        yield Page(1, [], f"(no {_parent_name(stream)} rows to request)", 200, None, None)
+        return
+    columns = stream.parent.fields if stream.parent else {}
+    number, warned = 0, False
+    for i in range(start, len(ordered)):
+        key, row = ordered[i]
+        base = base_request(spec, stream, cursor, row)
+        for page in _walk(spec, stream, api, base, inner if i == start else None, number):
+            number = page.number
+            records, conflict = _with_parent_columns(page.records, row, columns)
+            warning = page.warning
+            if conflict and not warned:
+                warned, warning = True, _conflict_warning(stream, conflict, columns)
+            if page.next_state is not None:
+                state: dict[str, JsonValue] | None = {"parent": key, "page": page.next_state}
+            elif i + 1 < len(ordered):
+                state = {"parent": ordered[i + 1][0], "page": None}
+            else:
+                state = None
+            yield dataclasses.replace(
+                page,
+                records=records,
+                body=records_json(records) if records else b"",
+                next_state=state,
+                warning=warning,
+                parent=row,
+            )
+
+
+def child_data_path(stream: Stream) -> str | None:
+    """Where a page body holds its records: a child stream's pages are re-encoded as the
+    record array (they carry the parent columns), so they have none."""
+    return None if stream.parent is not None else stream.data_path
+
+
+def _parent_key(row: Parent) -> str:
+    return orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _parent_name(stream: Stream) -> str:
+    return stream.parent.stream if stream.parent else "parent"
+
+
+def _with_parent_columns(
+    records: list[Record], row: Parent, columns: dict[str, str]
+) -> tuple[list[Record], str | None]:
+    """`records` with each child column set to its parent value; the first column that a
+    record already held with another value, if any."""
+    if not columns:
+        return records, None
+    values = {child: row.get(parent) for child, parent in columns.items()}
+    conflict = None
+    out = []
+    for record in records:
+        if conflict is None:
+            conflict = next(
+                (
+                    c
+                    for c, v in values.items()
+                    if c in record and record[c] != v and record[c] is not None
+                ),
+                None,
+            )
+        out.append({**record, **values})
+    return out, conflict
+
+
+def _conflict_warning(stream: Stream, column: str, columns: dict[str, str]) -> str:
+    return (
+        f"stream {stream.name}: records already had a field '{column}' with values other "
+        f"than the parent's '{columns[column]}'; the column holds the parent's value (name "
+        "the parent column differently in parent.fields to keep both)"
+    )
 
 
 def extract_records(body: JsonValue, data_path: str | None, where: str = "") -> list[Record]:
@@ -205,16 +319,20 @@ def raise_graphql_errors(body: JsonValue, where: str, redactor: Redactor) -> Non
     )
 
 
-def _rendered(
-    values: Mapping[str, JsonValue], names: Mapping[str, str], where: str
-) -> dict[str, JsonValue]:
-    """`values` with `{{cursor}}` rendered; entries using it are dropped without a cursor."""
-    out: dict[str, JsonValue] = {}
-    for key, value in values.items():
-        if "cursor" in placeholders(value) and "cursor" not in names:
-            continue
-        out[key] = render(value, names, f"{where}.{key}")
-    return out
+def raise_body_error(body: JsonValue, error_path: str, where: str, redactor: Redactor) -> None:
+    """ResponseError quoting the value at `error_path` when it is present and not null,
+    false or empty (an API that reports errors in HTTP 200 answers)."""
+    value = get_path(body, error_path)
+    if value is MISSING or value is None or value is False or value in ("", [], {}):
+        return
+    text = value if isinstance(value, str) else json_text(value)
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS] + "…"
+    raise ResponseError(
+        f"{where}: the API answered with an error at '{error_path}': "
+        f"{redactor.redact(text)}; not retried (check the credentials and the stream's "
+        "request settings)"
+    )
 
 
 def _next_state(paginator: Paginator, redactor: Redactor) -> dict[str, JsonValue] | None:

@@ -1,5 +1,6 @@
 """The next page's URL read from the body at `next_url_path` (Zendesk `next_page`,
-HubSpot `paging.next.link`); absolute or relative. Ends when it is missing, null or empty."""
+HubSpot `paging.next.link`) or from the response header `next_url_header`; absolute or
+relative. Ends when it is missing, null or empty."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ class NextUrlPaginator(FollowUrlPaginator):
         self.spec = spec
 
     def _advance(self, response: PageResponse, records_count: int) -> None:
-        value = get_path(response.body, self.spec.next_url_path)
+        if self.spec.next_url_header is not None:
+            self._follow(response, response.header(self.spec.next_url_header))
+            return
+        value = get_path(response.body, self.spec.next_url_path or "")
         if value is MISSING or value is None:
             self._follow(response, None)
         elif isinstance(value, str):

@@ -111,6 +111,10 @@ class NumberedPaginator(Paginator):
     def end_warning(self) -> str | None:
         return self.end.shortfall()
 
+    @property
+    def reported_total(self) -> int | None:
+        return self.end.total
+
     def state(self) -> dict[str, JsonValue]:
         return {self.KEY: self.position, **self.end.state()}
 

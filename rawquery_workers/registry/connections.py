@@ -96,7 +96,8 @@ def plan_sync(
     full_refresh: bool = False,
     trigger: str = "manual",
 ) -> tuple[str, list[str]]:
-    """Record a queued sync of `streams` (default: all) and return its id and streams."""
+    """Record a queued sync of `streams` (default: all) and return its id and streams: the
+    parents of child streams are added, and every parent comes before its children."""
     record = registry.get_connection(name)
     spec = parse_spec(record.spec, source=f"connection '{name}'")
     known = [s.name for s in spec.streams]
@@ -107,5 +108,6 @@ def plan_sync(
             f"connection '{name}' has no stream {', '.join(map(repr, unknown))}; "
             f"its streams are {', '.join(known)}"
         )
+    chosen = spec.with_parents(chosen)  # a child stream's parent syncs first, in the same sync
     sync_id = registry.create_sync(name, chosen, full_refresh=full_refresh, trigger=trigger)
     return sync_id, chosen

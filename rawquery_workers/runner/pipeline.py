@@ -23,13 +23,20 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 
+from rawquery_workers.errors import SourceError
 from rawquery_workers.http.client import OutOfTime
-from rawquery_workers.paginate.extract import Page, read_pages, records_json, records_of
+from rawquery_workers.paginate.extract import (
+    Page,
+    child_data_path,
+    read_pages,
+    records_json,
+    records_of,
+)
 from rawquery_workers.runner.context import StreamContext
 from rawquery_workers.runner.segment import CHUNK_RECORDS, SegmentWriter, WrittenTable, relaxed_gc
 from rawquery_workers.transform.batch import KEY
@@ -207,7 +214,7 @@ def fetch_and_stage(
     and written a chunk at a time as their pages arrive (rawquery_workers/runner/segment.py), so
     memory holds the page bodies of a chunk or two, not the whole segment."""
     pages = pages if pages is not None else iter_pages(ctx, job)
-    chunk = PageBodies([], [], ctx.stream.data_path)
+    chunk = PageBodies([], [], child_data_path(ctx.stream))
     in_chunk = count = 0
     next_state: dict[str, Any] | None = None
     full = _segment_full(ctx)
@@ -224,7 +231,7 @@ def fetch_and_stage(
             done = next_state is None or full(segment.records + in_chunk)
             if in_chunk and (done or in_chunk >= CHUNK_RECORDS):
                 _add_pages(segment, chunk)
-                chunk, in_chunk = PageBodies([], [], ctx.stream.data_path), 0
+                chunk, in_chunk = PageBodies([], [], child_data_path(ctx.stream)), 0
             if done:
                 break
         if in_chunk:  # the segment's time ran out in a request (`within`)
@@ -288,11 +295,19 @@ class _Pages(Iterator[Page]):
 
     def __init__(self, ctx: StreamContext, job: StreamJob) -> None:
         self._ctx, self._since, self._resume = ctx, job.since, job.resume
+        self._parents = parent_rows(ctx, job) if ctx.stream.parent is not None else None
         self._read = self._start()
 
     def _start(self) -> Iterator[Page]:
         ctx = self._ctx
-        return read_pages(ctx.spec, ctx.stream, ctx.api, cursor=self._since, resume=self._resume)
+        return read_pages(
+            ctx.spec,
+            ctx.stream,
+            ctx.api,
+            cursor=self._since,
+            resume=self._resume,
+            parents=self._parents,
+        )
 
     def __next__(self) -> Page:
         try:
@@ -302,6 +317,41 @@ class _Pages(Iterator[Page]):
             raise
         self._resume = page.next_state
         return page
+
+
+def parent_rows(ctx: StreamContext, job: StreamJob) -> list[dict[str, Any]]:
+    """The rows of a child stream's parent table, as the parent's sync left it: the columns
+    the child uses, JSON-able, each distinct combination once."""
+    assert ctx.stream.parent is not None
+    parent, columns = ctx.stream.parent.stream, ctx.stream.parent_columns
+    known = ctx.sink.known_schema(job.connection, parent)
+    if known is None:
+        raise SourceError(
+            f"stream {ctx.stream.name}: its parent table {job.connection}.{parent} does not "
+            f"exist yet; sync the stream '{parent}' first (a sync of this stream includes it)"
+        )
+    missing = [c for c in columns if c not in known.schema.names]
+    have = [n for n in known.schema.names if not n.startswith("_rq_")]
+    if missing:
+        raise SourceError(
+            f"stream {ctx.stream.name}: its parent table {job.connection}.{parent} has no "
+            f"column {', '.join(map(repr, missing))} (parent.fields and {{{{parent.*}}}} name "
+            f"the parent's columns: {', '.join(have)})"
+        )
+    rows: dict[bytes, dict[str, Any]] = {}
+    for batch in ctx.sink.scan_arrow(job.connection, parent, columns):
+        for row in batch.to_pylist():
+            values = {k: _json_value(v) for k, v in row.items()}
+            rows.setdefault(orjson.dumps(values, option=orjson.OPT_SORT_KEYS), values)
+    return list(rows.values())
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
 
 
 # --- step 3: transform (and stage as Parquet) ----------------------------------------------

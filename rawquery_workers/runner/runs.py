@@ -12,7 +12,7 @@ runners report a stream the same way. `failure_text` is the one error format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ from rawquery_workers.errors import RawqueryError
 if TYPE_CHECKING:
     from rawquery_workers.registry import Registry
     from rawquery_workers.registry.records import StreamRunRecord
+    from rawquery_workers.spec.models import Stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,16 @@ class StreamRun:
 
     def _update(self, **fields: object) -> None:
         self.registry.update_stream_run(self.sync_id, self.stream, **fields)
+
+
+def parent_failure(stream: Stream, failed: Collection[str]) -> str | None:
+    """Why a child stream is not run: its parent stream failed in this sync."""
+    if stream.parent is None or stream.parent.stream not in failed:
+        return None
+    return (
+        f"parent stream '{stream.parent.stream}' failed in this sync, so its child requests "
+        "were not made; fix the parent's error and sync again"
+    )
 
 
 def outcome_of(run: StreamRunRecord) -> StreamOutcome:

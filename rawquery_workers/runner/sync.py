@@ -26,6 +26,7 @@ from rawquery_workers.runner.runs import (
     end_sync_if_last,
     failure_text,
     outcome_of,
+    parent_failure,
 )
 from rawquery_workers.runner.staging import Staging
 from rawquery_workers.settings import Settings, get_settings
@@ -81,11 +82,14 @@ def _run_streams(
             sync.connection, registry=registry, settings=settings, on_progress=on_progress
         ) as conn:
             auth_error = _refresh(conn)
-            for run in sync.streams:
-                if auth_error is not None:
-                    StreamRun(registry, sync_id, run.stream).fail(auth_error)
-                else:
-                    run_stream(conn, sync_id, run.stream, sync.full_refresh)
+            failed: set[str] = set()
+            for run in sync.streams:  # parents come before their children (plan_sync)
+                error = auth_error or parent_failure(conn.spec.stream(run.stream), failed)
+                if error is not None:
+                    StreamRun(registry, sync_id, run.stream).fail(error)
+                    failed.add(run.stream)
+                elif run_stream(conn, sync_id, run.stream, sync.full_refresh).status != "succeeded":
+                    failed.add(run.stream)
     except RawqueryError as exc:
         registry.finish_sync(sync_id, "failed", error=str(exc))
         raise

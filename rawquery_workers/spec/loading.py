@@ -275,8 +275,14 @@ def _branch_messages(
     got further into the value, report its problems; otherwise say what was expected."""
     deeper = [(error, path) for error, path in errors if len(path) > len(at)]
     if deeper:
+        by_path: dict[tuple[Segment, ...], list[tuple[ErrorDetails, list[Segment]]]] = {}
         for error, path in deeper:
-            yield path, _value_message(error, path)
+            by_path.setdefault(tuple(path), []).append((error, path))
+        for path_key, group in by_path.items():
+            if len(group) > 1:  # an item that matched none of a nested union's members
+                yield from _branch_messages(list(path_key), group)
+            else:
+                yield group[0][1], _value_message(*group[0])
         return
     wanted = [_EXPECTED.get(error["type"], "") for error, _ in errors]
     choices = [w for w in dict.fromkeys(wanted) if w]

@@ -38,7 +38,7 @@ from pydantic import (
 
 from rawquery_workers.spec.credentials import Credentials, flag_for
 from rawquery_workers.spec.origin import same_origin
-from rawquery_workers.spec.templating import placeholders
+from rawquery_workers.spec.templating import is_only, placeholders
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -53,6 +53,9 @@ ColumnType = Literal["string", "integer", "float", "boolean", "timestamp", "date
 FlattenMode = Literal["prefix", "lift", "json"]
 SyncMode = Literal["full_refresh", "incremental"]
 ParamValue = str | int | float | bool
+ParamValues = ParamValue | list[ParamValue]  # a list is sent as repeated keys
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH"]
+CURSOR_FORMATS = ("iso8601", "epoch_seconds", "epoch_millis", "date")
 AUTH_NAMES = ("auth.username", "auth.password", "auth.token")
 
 
@@ -382,6 +385,7 @@ _TOTAL_PATH = (
     "and warns when it lands fewer."
 )
 _HAS_MORE_PATH = "Dotted path of a boolean; false ends the stream."
+LAST_RECORD = "last_record."
 
 
 class OffsetPagination(PaginationKind):
@@ -405,22 +409,59 @@ class OffsetPagination(PaginationKind):
 
 
 class CursorPagination(PaginationKind):
-    """A token read from the body at `cursor_path`, sent back as query `param` (REST) or as
+    """A token read from the body at `cursor_path` (or the page's last record, or a response
+    header), sent back as query `param` or at `body_path` in the JSON body (REST), or as
     GraphQL variable `cursor_variable` (Relay); ends when the token is missing or empty, or
     when `has_more_path` reads false."""
 
     type: Literal["cursor"] = Field(description='"cursor".')
-    cursor_path: str = Field(
+    cursor_path: str | None = Field(
+        default=None,
+        min_length=1,
         description='Dotted path of the next-page token in the body (e.g. "paging.next.after", '
-        '"data.-1.id").'
+        '"data.-1.id"); "last_record.FIELD" reads it from the page\'s last record (Stripe\'s '
+        '"last_record.id"). Exactly one of cursor_path, cursor_header.',
+    )
+    cursor_header: str | None = Field(
+        default=None,
+        min_length=1,
+        description='Response header holding the next-page token (GitLab\'s "X-Next-Page").',
     )
     param: str | None = Field(
-        default=None, description="Query parameter that carries the token (REST; required)."
+        default=None,
+        min_length=1,
+        description="Query parameter that carries the token (REST: this or body_path).",
+    )
+    body_path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Dotted path in the JSON body that carries the token (REST with method "
+        'POST, PUT or PATCH; Notion\'s "start_cursor").',
     )
     cursor_variable: str | None = Field(
         default=None, description="GraphQL variable that carries the token (GraphQL; required)."
     )
     has_more_path: str | None = Field(default=None, description=_HAS_MORE_PATH)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CursorPagination:
+        problems = []
+        if (self.cursor_path is None) == (self.cursor_header is None):
+            problems.append(("cursor_path", "give exactly one of 'cursor_path', 'cursor_header'"))
+        if self.param is not None and self.body_path is not None:
+            problems.append(
+                ("body_path", "give one of 'param', 'body_path' (where the token goes)")
+            )
+        if self.cursor_path is not None and self.cursor_path.strip() == LAST_RECORD.rstrip("."):
+            problems.append(("cursor_path", "name the field: 'last_record.id'"))
+        _raise_if(problems)
+        return self
+
+    @property
+    def last_record_field(self) -> str | None:
+        """FIELD of a `cursor_path` "last_record.FIELD" (None: the token is elsewhere)."""
+        path = self.cursor_path or ""
+        return path.removeprefix(LAST_RECORD) if path.startswith(LAST_RECORD) else None
 
     def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
         from rawquery_workers.paginate.cursor import CursorPaginator
@@ -466,13 +507,30 @@ class LinkHeaderPagination(PaginationKind):
 
 
 class NextUrlPagination(PaginationKind):
-    """The next page's URL (absolute or relative) read from the body at `next_url_path`."""
+    """The next page's URL (absolute or relative) read from the body at `next_url_path`, or
+    from the response header `next_url_header`."""
 
     type: Literal["next_url"] = Field(description='"next_url".')
-    next_url_path: str = Field(
+    next_url_path: str | None = Field(
+        default=None,
+        min_length=1,
         description="Dotted path of the next page's URL (absolute or relative) in the body; "
-        "missing, null or empty ends the stream."
+        "missing, null or empty ends the stream. Exactly one of next_url_path, "
+        "next_url_header.",
     )
+    next_url_header: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Response header holding the next page's URL; missing or empty ends "
+        "the stream.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NextUrlPagination:
+        if (self.next_url_path is None) == (self.next_url_header is None):
+            why = "give exactly one of 'next_url_path', 'next_url_header'"
+            raise RuleViolations([("next_url_path", why)])
+        return self
 
     def paginator(self, **options: Unpack[PaginatorOptions]) -> Paginator:
         from rawquery_workers.paginate.next_url import NextUrlPaginator
@@ -573,6 +631,21 @@ class Fields(StrictModel):
     )
 
 
+class ParentRequest(StrictModel):
+    """Child requests: the stream runs once per record of the `stream` named here."""
+
+    stream: str = Field(
+        description="The parent stream (of this spec); it syncs first, and this stream runs "
+        "once per row of its table as that sync left it."
+    )
+    fields: dict[Annotated[str, Field(pattern=NAME_PATTERN)], str] = Field(
+        default_factory=dict,
+        description="Columns added to each child row: child column -> parent column "
+        '({"project_id": "id"}). `{{parent.COLUMN}}` reads any parent column in endpoint, '
+        "params, body and headers.",
+    )
+
+
 class Stream(StrictModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=120)] = Field(
         description="Table name: letters, digits and _, not starting with a digit. Expanded "
@@ -583,8 +656,18 @@ class Stream(StrictModel):
         description='Path relative to base_url (e.g. "/users"); required for REST. An absolute '
         "URL must be on base_url's origin.",
     )
-    method: Literal["GET", "POST"] = Field(
-        default="GET", description="HTTP method of a REST stream."
+    method: HttpMethod = Field(
+        default="GET", description="HTTP method of a REST stream (`body` needs POST, PUT or PATCH)."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Fixed request headers, over the top-level ones ({"Notion-Version": '
+        '"2022-06-28"}); templated like params. Credentials belong in `auth`.',
+    )
+    body: dict[str, JsonValue] | None = Field(
+        default=None,
+        description="JSON object sent as the request body (REST, method POST, PUT or PATCH); "
+        "string values may use `{{cursor}}` and `{{parent.COLUMN}}`.",
     )
     data_path: str | None = Field(
         default=None,
@@ -608,15 +691,45 @@ class Stream(StrictModel):
         description="Seconds re-read before the saved timestamp cursor, for records that "
         "arrive late (keyed streams merge them, append streams skip what landed).",
     )
+    cursor_start: str | None = Field(
+        default=None,
+        min_length=1,
+        description='The value `{{cursor}}` takes on a first sync (e.g. "2024-01-01T00:00:00Z"), '
+        "written in cursor_format like a saved cursor. Needed when `{{cursor}}` is part of a "
+        "longer value.",
+    )
+    cursor_format: str = Field(
+        default="iso8601",
+        description='How `{{cursor}}` is written into requests: "iso8601" (as saved), '
+        '"epoch_seconds", "epoch_millis", "date" (YYYY-MM-DD), or a strftime pattern such '
+        'as "%Y-%m-%d %H:%M" (UTC).',
+    )
+    error_path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Overrides the top-level error_path for this stream.",
+    )
+    ignore_status: list[Annotated[int, Field(ge=400, le=599)]] = Field(
+        default_factory=list,
+        description="HTTP statuses read as an empty last page (e.g. [404] for a child "
+        "request whose parent is gone).",
+    )
+    parent: ParentRequest | None = Field(
+        default=None,
+        description="Child requests (REST): run once per record of another stream, with "
+        '`{{parent.COLUMN}}` in endpoint, params, body and headers (e.g. "/projects/'
+        '{{parent.id}}/tasks").',
+    )
     pagination: Pagination | None = Field(
         default=None,
         description="How to get the next page; one of the pagination kinds below. Absent: a "
         "single page.",
     )
-    params: dict[str, ParamValue] = Field(
+    params: dict[str, ParamValues] = Field(
         default_factory=dict,
-        description="Static query parameters. A value may use `{{cursor}}` (the saved "
-        "cursor); a parameter whose value is only `{{cursor}}` is left out on a first sync.",
+        description="Query parameters; a list is sent as repeated keys (expand[]=a&expand[]=b). "
+        "A value may use `{{cursor}}` (the saved cursor, in cursor_format); one that is only "
+        "`{{cursor}}` is left out on a first sync without cursor_start.",
     )
     query: str | None = Field(default=None, description="GraphQL query (GraphQL specs only).")
     variables: dict[str, JsonValue] = Field(
@@ -675,6 +788,16 @@ class Stream(StrictModel):
     def child_table(self, field: str) -> str:
         return f"{self.name}_{field}"
 
+    @property
+    def parent_columns(self) -> list[str]:
+        """The parent's columns a child stream reads: `parent.fields` and templates."""
+        if self.parent is None:
+            return []
+        params = typing.cast(dict[str, JsonValue], self.params)
+        used: list[JsonValue] = [self.endpoint, params, self.body, dict(self.headers)]
+        named = {n.removeprefix("parent.") for n in placeholders(used) if n.startswith("parent.")}
+        return sorted(named | set(self.parent.fields.values()))
+
 
 def _absolute_url(url: str) -> str:
     if msg := _url_problem(url):
@@ -706,13 +829,55 @@ class Spec(StrictModel):
         description="Request budget and retries, shared by all streams of the connection on "
         "all workers.",
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fixed headers sent with every request of every stream (a stream's own "
+        "`headers` win). Credentials belong in `auth`.",
+    )
+    error_path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Dotted path of an error in a 200 answer: present and not null, false or "
+        'empty, it fails the stream quoting it (Slack\'s "error").',
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> Spec:
         problems = _endpoint_problems(self.base_url, self.streams)
         problems += _table_name_problems(self.streams)
+        problems += _parent_problems(self.streams)
+        problems += _header_problems("headers", self.headers)
+        problems += [
+            (f"headers.{name}", "top-level headers take no templates (a stream's headers may)")
+            for name, value in self.headers.items()
+            if any(True for _ in placeholders(value))
+        ]
         _raise_if(problems)
         return self
+
+    def headers_for(self, stream: Stream) -> dict[str, str]:
+        """The stream's request headers: the top-level ones, then its own (which win)."""
+        return {**self.headers, **stream.headers}
+
+    def error_path_for(self, stream: Stream) -> str | None:
+        return stream.error_path or self.error_path
+
+    def with_parents(self, names: list[str]) -> list[str]:
+        """`names` and the parent streams they need (transitively), parents before their
+        children, otherwise in spec order."""
+        wanted = set(names)
+        for name in names:
+            parent = self.stream(name).parent
+            while parent is not None and parent.stream not in wanted:
+                wanted.add(parent.stream)
+                parent = self.stream(parent.stream).parent
+        ordered: list[str] = []
+        while len(ordered) < len(wanted):  # acyclic (validated): every round places one
+            for stream in self.streams:
+                ready = stream.parent is None or stream.parent.stream in ordered
+                if stream.name in wanted and stream.name not in ordered and ready:
+                    ordered.append(stream.name)
+        return ordered
 
     @property
     def retry(self) -> RateLimit:
@@ -818,9 +983,50 @@ def _stream_problems(stream: Stream, api_type: str) -> list[tuple[str, str]]:
         problems.append(("sync_modes", "'incremental' needs a 'cursor_field'"))
     if stream.cursor_lookback is not None and not stream.cursor_field:
         problems.append(("cursor_lookback", "needs a 'cursor_field' (it re-reads before it)"))
-    problems += _cursor_template_problems(stream, "params", stream.params)
-    problems += _cursor_template_problems(stream, "variables", stream.variables)
+    problems += _cursor_format_problems(stream)
+    problems += _template_problems(
+        stream, "params", typing.cast(dict[str, JsonValue], stream.params)
+    )
+    problems += _template_problems(stream, "variables", stream.variables, parent=False)
+    problems += _template_problems(stream, "headers", stream.headers)
+    problems += _template_problems(stream, "body", stream.body or {})
+    problems += _template_problems(stream, "", {"endpoint": stream.endpoint}, cursor=False)
+    problems += _header_problems("headers", stream.headers)
     return problems + _shape_problems(stream)
+
+
+def _cursor_format_problems(stream: Stream) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    fmt = stream.cursor_format
+    if fmt not in CURSOR_FORMATS and "%" not in fmt:
+        choices = ", ".join(CURSOR_FORMATS)
+        why = f"'{fmt}' is not a cursor format; use one of {choices} or a strftime pattern"
+        problems.append(("cursor_format", why))
+    for name, given in (("cursor_start", stream.cursor_start), ("cursor_format", fmt != "iso8601")):
+        if given and not stream.cursor_field:
+            problems.append((name, "needs a 'cursor_field' (it is about the saved cursor)"))
+    start = stream.cursor_start
+    if start is not None and fmt != "iso8601" and not _instant_or_number(start):
+        why = (
+            f"'{start}' must be an ISO 8601 date or timestamp (or a number) to be written as {fmt}"
+        )
+        problems.append(("cursor_start", why))
+    return problems
+
+
+def _instant_or_number(text: str) -> bool:
+    from datetime import datetime
+
+    try:
+        float(text)
+        return True
+    except ValueError:
+        pass
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _graphql_problems(stream: Stream) -> list[tuple[str, str]]:
@@ -828,6 +1034,18 @@ def _graphql_problems(stream: Stream) -> list[tuple[str, str]]:
     pag = stream.pagination
     if not stream.query:
         problems.append(("query", "a GraphQL stream needs a 'query'"))
+    rest_only = {
+        "body": stream.body,
+        "parent": stream.parent,
+        "ignore_status": stream.ignore_status,
+    }
+    for name, value in rest_only.items():
+        if value:
+            problems.append((name, f"'{name}' is only for REST specs"))
+    if isinstance(pag, CursorPagination) and (pag.body_path or pag.cursor_header):
+        which = "body_path" if pag.body_path else "cursor_header"
+        why = f"GraphQL cursor pagination reads and sends the token in the body; drop '{which}'"
+        problems.append((f"pagination.{which}", why))
     if pag is not None and pag.type != "cursor":
         why = f"GraphQL streams paginate with type 'cursor' (Relay), not '{pag.type}'"
         problems.append(("pagination.type", why))
@@ -839,6 +1057,7 @@ def _graphql_problems(stream: Stream) -> list[tuple[str, str]]:
 
 def _rest_problems(stream: Stream) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
+    pag = stream.pagination
     if not stream.endpoint:
         problems.append(("endpoint", "a REST stream needs an 'endpoint' (e.g. \"/users\")"))
     if stream.query is not None:
@@ -846,9 +1065,17 @@ def _rest_problems(stream: Stream) -> list[tuple[str, str]]:
         problems.append(("query", why))
     if stream.variables:
         problems.append(("variables", "'variables' is only for GraphQL specs"))
-    if isinstance(stream.pagination, CursorPagination) and not stream.pagination.param:
-        why = "REST cursor pagination needs 'param', the query parameter that carries the cursor"
+    if isinstance(pag, CursorPagination) and not pag.param and not pag.body_path:
+        why = (
+            "REST cursor pagination needs 'param' (the query parameter that carries the cursor)"
+            " or 'body_path' (where it goes in the JSON body)"
+        )
         problems.append(("pagination.param", why))
+    if stream.method == "GET" and stream.body is not None:
+        problems.append(("body", "a request body needs 'method' POST, PUT or PATCH, not GET"))
+    if isinstance(pag, CursorPagination) and pag.body_path and stream.method == "GET":
+        why = "'body_path' puts the token into the JSON body: set 'method' POST, PUT or PATCH"
+        problems.append(("pagination.body_path", why))
     return problems
 
 
@@ -872,21 +1099,101 @@ def _shape_problems(stream: Stream) -> list[tuple[str, str]]:
     return problems
 
 
-def _cursor_template_problems(
-    stream: Stream, where: str, values: dict[str, JsonValue] | dict[str, ParamValue]
+def _template_problems(
+    stream: Stream,
+    where: str,
+    values: typing.Mapping[str, JsonValue],
+    *,
+    cursor: bool = True,
+    parent: bool = True,
 ) -> list[tuple[str, str]]:
-    """Stream params and GraphQL variables may use `{{cursor}}` (the saved cursor) only."""
+    """Templates in a stream's requests: `{{cursor}}` (the saved cursor) and, for a child
+    stream, `{{parent.COLUMN}}`. A `{{cursor}}` inside a longer value needs cursor_start: a
+    first sync cannot leave part of a value out (it would drop the value's other filters)."""
     problems: list[tuple[str, str]] = []
-    needs = "'{{cursor}}' needs the stream's 'cursor_field' (the saved cursor it stands for)"
+    allowed = ["{{cursor}}"] if cursor else []
+    allowed += ["{{parent.COLUMN}}"] if parent and stream.parent is not None else []
     for key, value in values.items():
-        names = set(placeholders(value))
-        for name in sorted(names - {"cursor"}):
-            unknown = (
-                f"unknown template '{{{{{name}}}}}'; stream {where} may only use {{{{cursor}}}}"
+        path = f"{where}.{key}" if where else key
+        for name in sorted(set(placeholders(value))):
+            if name == "cursor" and cursor:
+                problems += _cursor_use_problems(stream, path, value)
+            elif not (name.startswith("parent.") and parent and stream.parent is not None):
+                what = f"stream {where or 'endpoint'}"
+                may = f"may only use {' and '.join(allowed)}" if allowed else "takes no templates"
+                hint = " (set the stream's 'parent')" if name.startswith("parent.") else ""
+                problems.append((path, f"unknown template '{{{{{name}}}}}'; {what} {may}{hint}"))
+    return problems
+
+
+def _cursor_use_problems(stream: Stream, path: str, value: JsonValue) -> list[tuple[str, str]]:
+    if stream.cursor_field is None:
+        why = "'{{cursor}}' needs the stream's 'cursor_field' (the saved cursor it stands for)"
+        return [(path, why)]
+    embedded = any(
+        isinstance(text, str)
+        and "cursor" in set(placeholders(text))
+        and not is_only(text, "cursor")
+        for text in _strings(value)
+    )
+    if embedded and stream.cursor_start is None:
+        why = (
+            "'{{cursor}}' inside a longer value needs the stream's 'cursor_start' (the value "
+            "it takes on a first sync), or the whole value would be left out"
+        )
+        return [(path, why)]
+    return []
+
+
+def _strings(value: JsonValue) -> typing.Iterator[JsonValue]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    else:
+        yield value
+
+
+def _header_problems(where: str, headers: dict[str, str]) -> list[tuple[str, str]]:
+    """Spec headers are stored in the clear: credentials go through `auth`."""
+    secret = ("authorization", "proxy-authorization", "cookie")
+    return [
+        (f"{where}.{name}", f"'{name}' carries credentials: use 'auth' (stored encrypted)")
+        for name in headers
+        if name.lower() in secret
+    ]
+
+
+def _parent_problems(streams: list[Stream]) -> list[tuple[str, str]]:
+    """A parent is another stream of the spec, and parents never form a cycle."""
+    problems: list[tuple[str, str]] = []
+    by_name = {s.name: s for s in streams}
+    for i, stream in enumerate(streams):
+        if stream.parent is None:
+            continue
+        name = stream.parent.stream
+        if name == stream.name or name not in by_name:
+            known = ", ".join(s for s in by_name if s != stream.name) or "none"
+            why = f"'{name}' is not another stream of this spec (streams: {known})"
+            problems.append((f"streams[{i}].parent.stream", why))
+            continue
+        seen: set[str] = {stream.name}
+        parent: Stream | None = by_name[name]
+        while parent is not None and parent.name not in seen:
+            seen.add(parent.name)
+            ref = parent.parent
+            parent = by_name.get(ref.stream) if ref is not None else None
+        if parent is not None:
+            problems.append(
+                (f"streams[{i}].parent.stream", f"parents form a cycle through '{name}'")
             )
-            problems.append((f"{where}.{key}", unknown))
-        if "cursor" in names and stream.cursor_field is None:
-            problems.append((f"{where}.{key}", needs))
+        reserved = [c for c in stream.parent.fields if c.startswith("_rq_")]
+        problems += [
+            (f"streams[{i}].parent.fields.{c}", "names starting with '_rq_' are reserved")
+            for c in reserved
+        ]
     return problems
 
 
