@@ -5,6 +5,7 @@
     ├── ConfigError                 settings, secret key or registry state is wrong (exit 2)
     ├── NotFoundError               a named connection / stream / table does not exist (exit 2)
     ├── ConflictError               something is already running or already exists (exit 1)
+    │   └── StaleSyncError          a sync that lost its lease tried to commit (fenced)
     ├── SourceError                 reading from the API failed for one stream (exit 1)
     │   ├── RetriableError          a transient failure (5xx, 429, reset, timeout, bad body);
     │   │                           retried by the HTTP client until max_retries runs out
@@ -49,6 +50,10 @@ class NotFoundError(RawqueryError):
 
 class ConflictError(RawqueryError):
     exit_code = 1
+
+
+class StaleSyncError(ConflictError):
+    """A sync whose lease ran out tried to commit after a newer sync had (fenced)."""
 
 
 class SourceError(RawqueryError):

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # retried by the spec's rate_limit policy. A request after a segment's first page also
     # ends when the segment's time is up (the next segment sends it again).
     request_deadline_seconds: float = Field(default=300.0, gt=0)
+    # A connection's sync lease (registry/leases.py) runs out this long after its last
+    # renewal. Distributed steps renew it while they run; between steps a segment may wait
+    # in the queue for a free worker, so it must outlast that wait. An embedded sync renews
+    # it from a thread all along and uses at most EMBEDDED_LEASE_SECONDS of it.
+    lease_seconds: float = Field(default=600.0, gt=0)
     # The most one response body may hold, as received and once decompressed: bodies are
     # held in memory whole, and parsed JSON takes several times its text. 256 MiB is far
     # above any real API page (a 50 MB single record still lands) and keeps a worker's peak

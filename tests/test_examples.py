@@ -44,6 +44,11 @@ def test_the_well_known_apis_are_there() -> None:
         "shopify",
         "metabase_session",
         "stripe",
+        "slack",
+        "jira",
+        "notion",
+        "gitlab",
+        "salesforce",
     } <= names
 
 
@@ -119,3 +124,36 @@ def test_shopify_orders_line_items_child_table(api_server: ApiServer) -> None:
     sent = api_server.requests[0]
     assert sent.header("x-shopify-access-token") == "shpat_abcdef"
     assert "updated_at_min" not in sent.params  # first sync: {{cursor}} is left out
+
+
+def test_notion_query_posts_its_body_and_the_version_header(api_server: ApiServer) -> None:
+    from tests.support.services.notion import Notion
+
+    notion = Notion(api_server)
+    data: dict[str, Any] = orjson.loads((EXAMPLES / "notion/spec.json").read_bytes())
+    data["base_url"] = api_server.url
+    endpoint = data["streams"][0]["endpoint"]
+    data["streams"][0]["endpoint"] = endpoint.replace("YOUR-DATABASE-ID", notion.database_id)
+    spec = parse_spec(data, source="notion")
+    [stream] = preview_spec(spec, Credentials(token=notion.token)).streams
+    assert stream.error is None
+    assert [p.records for p in stream.pages] == [100, 100]
+    first, second = notion.requests(notion.query_path)
+    assert first.method == "POST" and first.header("notion-version") == "2022-06-28"
+    assert "start_cursor" not in first.json()
+    assert second.json()["start_cursor"] == stream.pages[0].next
+
+
+def test_gitlab_issues_are_read_per_project(api_server: ApiServer) -> None:
+    from tests.support.services.gitlab import GitLab
+
+    gitlab = GitLab(api_server)
+    data: dict[str, Any] = orjson.loads((EXAMPLES / "gitlab/spec.json").read_bytes())
+    data["base_url"] = f"{api_server.url}/api/v4"
+    spec = parse_spec(data, source="gitlab")
+    projects, issues = preview_spec(spec, Credentials(token=gitlab.token)).streams
+    assert projects.error is None and issues.error is None
+    assert [t.name for t in issues.tables] == ["issues", "issues_assignees"]
+    first = next(r for r in gitlab.requests() if r.path.endswith("/issues"))
+    assert first.path == f"/api/v4/projects/{gitlab.projects[0]['id']}/issues"
+    assert first.header("private-token") == gitlab.token

@@ -1,6 +1,6 @@
 """The locks: the OAuth2 single flight on redis-py's Lock (private redis-server) and the
-embedded sync lock on a flock file, with holders that are other processes, killed with
-SIGKILL."""
+connection's sync lease (a registry row, the lock of every mode), with holders that are
+other processes, killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -20,10 +20,18 @@ from redis.lock import Lock
 
 from rawquery_workers.distributed.redis_keys import oauth_lock_key
 from rawquery_workers.errors import ConflictError, RawqueryError
-from rawquery_workers.runner.locks import LocalFileLock, LockOwner, single_flight, sync_conflict
+from rawquery_workers.registry import Registry, open_registry
+from rawquery_workers.runner.locks import LockOwner, single_flight, sync_conflict
+from rawquery_workers.spec.credentials import Credentials
 from tests.support.redis_server import RedisServer
 
 KEY = oauth_lock_key("shop")
+SHOP_SPEC = {
+    "version": "1",
+    "base_url": "https://api.example.com",
+    "auth": {"type": "bearer"},
+    "streams": [{"name": "orders", "endpoint": "/orders"}],
+}
 
 # A holder in another process: takes the lock, says so, then blocks until killed.
 HOLD_REDIS_LOCK = """
@@ -32,14 +40,6 @@ from rawquery_workers.runner.locks import single_flight
 with single_flight(redis.Redis.from_url(sys.argv[1]), sys.argv[2], ttl=1, sync_id="child"):
     print("held", flush=True)
     sys.stdin.read()
-"""
-HOLD_FILE_LOCK = """
-import sys
-from rawquery_workers.runner.locks import LocalFileLock
-lock = LocalFileLock(sys.argv[1], sync_id="child")
-assert lock.acquire()
-print("held", flush=True)
-sys.stdin.read()
 """
 
 
@@ -212,44 +212,93 @@ def test_single_flight_fails_clearly_while_redis_is_down(
         pass
 
 
-# --- LocalFileLock ----------------------------------------------------------------------------
+# --- the connection's sync lease: one registry row for every mode ---------------------------
+
+# A holder in another process: takes the lease for an embedded sync, says so, then blocks.
+HOLD_EMBEDDED_LEASE = """
+import sys
+from rawquery_workers.registry import open_registry
+from rawquery_workers.registry.leases import LockOwner
+registry = open_registry()
+registry.leases.acquire(
+    "shop", sys.argv[1], mode="embedded", ttl=600, owner=LockOwner.current(sys.argv[1])
+)
+print("held", flush=True)
+sys.stdin.read()
+"""
 
 
-def test_file_lock_is_exclusive_and_says_who_holds_it(rq_home: Path) -> None:
-    first = LocalFileLock.for_connection("shop", sync_id="abc123")
-    second = LocalFileLock.for_connection("shop")
-    assert first.path == rq_home / "locks" / "shop.sync.lock"
-    assert first.acquire()
-    assert not second.acquire()
-    owner = second.owner_info()
-    assert owner is not None and (owner.sync_id, owner.pid) == ("abc123", os.getpid())
-    assert "already syncing (sync abc123" in str(sync_conflict("shop", owner))
-    first.release()
-    assert second.owner_info() is None
-    assert second.acquire()
-    second.check()
-    second.release()
-    with pytest.raises(ConflictError):
-        second.check()
+def _registry_with_syncs(count: int) -> tuple[Registry, list[str]]:
+    registry = open_registry()
+    registry.create_connection("shop", SHOP_SPEC, Credentials(token="t"))
+    return registry, [registry.create_sync("shop", ["orders"]) for _ in range(count)]
 
 
-def test_file_lock_held_by_another_process_is_freed_by_its_death(
-    tmp_path: Path, holders: list[subprocess.Popen[str]]
+def test_the_lease_is_exclusive_says_who_holds_it_and_frees_on_release(rq_home: Path) -> None:
+    registry, (first, second) = _registry_with_syncs(2)
+    me = LockOwner.current(first)
+    lease = registry.leases.acquire("shop", first, mode="embedded", ttl=60, owner=me)
+    with pytest.raises(ConflictError, match=f"already syncing \\(sync {first}"):
+        registry.leases.acquire("shop", second, mode="distributed", ttl=60, owner=me)
+    assert registry.leases.renew("shop", first, 60)
+    assert not registry.leases.renew("shop", second, 60)  # not the holder
+    assert not registry.leases.release("shop", second)  # never someone else's
+    assert registry.leases.release("shop", first)
+    assert registry.leases.holder("shop") is None
+    again = registry.leases.acquire("shop", second, mode="distributed", ttl=60, owner=me)
+    assert again.generation == lease.generation + 1  # a new holder, a new generation
+
+
+def test_an_expired_lease_is_taken_and_its_sync_marked_lost(rq_home: Path) -> None:
+    registry, (first, second) = _registry_with_syncs(2)
+    registry.start_sync(first)
+    owner = LockOwner.current(first)
+    registry.leases.acquire("shop", first, mode="distributed", ttl=0, owner=owner)  # expired
+
+    registry.leases.acquire("shop", second, mode="embedded", ttl=60, owner=owner)
+
+    old = registry.get_sync(first)
+    assert old.status == "failed" and "nobody renewed its lease" in (old.error or "")
+    assert not registry.leases.renew("shop", first, 60)  # the old sync is fenced off
+    held = registry.leases.holder("shop")
+    assert held is not None and held.sync_id == second
+
+
+def test_an_embedded_holder_that_died_is_recognised_at_once(
+    rq_home: Path, holders: list[subprocess.Popen[str]]
 ) -> None:
-    path = tmp_path / "locks" / "shop.sync.lock"
-    process = _hold_in_subprocess(holders, HOLD_FILE_LOCK, str(path))
-    lock = LocalFileLock(path, sync_id="parent")
-    assert not lock.acquire(wait=0.2)
-    owner = lock.owner_info()
-    assert owner is not None and (owner.sync_id, owner.pid) == ("child", process.pid)
-    with pytest.raises(ConflictError, match="held by sync child"), lock:
-        pass
+    registry, (first, second) = _registry_with_syncs(2)
+    registry.start_sync(first)
+    process = _hold_in_subprocess(holders, HOLD_EMBEDDED_LEASE, first)
+    owner = LockOwner.current(second)
+    with pytest.raises(ConflictError, match=f"/{process.pid}\\)"):
+        registry.leases.acquire("shop", second, mode="embedded", ttl=60, owner=owner)
     _sigkill(process)
-    assert lock.owner_info() is None  # the dead child's note is stale: nothing holds the file
-    assert lock.acquire()
-    owner = lock.owner_info()
-    assert owner is not None and owner.sync_id == "parent"
-    lock.release()
+
+    registry.leases.acquire("shop", second, mode="embedded", ttl=60, owner=owner)
+
+    dead = registry.get_sync(first)
+    assert dead.status == "failed" and f"/{process.pid}) is gone" in (dead.error or "")
+    assert all(run.status == "failed" for run in dead.streams)
+
+
+def test_a_distributed_lease_outlives_the_process_that_claimed_it(
+    rq_home: Path, holders: list[subprocess.Popen[str]]
+) -> None:
+    """The CLI claims a distributed sync's lease and exits; the workers hold it from then."""
+    registry, (first, second) = _registry_with_syncs(2)
+    registry.start_sync(first)
+    gone = LockOwner(first, socket.gethostname(), _a_dead_pid(), time.time())
+    registry.leases.acquire("shop", first, mode="distributed", ttl=60, owner=gone)
+    with pytest.raises(ConflictError):
+        registry.leases.acquire("shop", second, mode="embedded", ttl=60, owner=gone)
+    assert registry.get_sync(first).status == "running"
+
+
+def _a_dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
 
 
 def test_lock_owner_round_trips_through_json() -> None:

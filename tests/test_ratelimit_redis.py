@@ -19,7 +19,6 @@ from rawquery_workers.distributed.redis_keys import (
     rate_key,
     segment_enqueued_key,
     step_attempts_key,
-    sync_lock_key,
 )
 from rawquery_workers.errors import RawqueryError
 from tests.support.redis_server import RedisServer
@@ -189,11 +188,11 @@ def test_fractional_rate_is_held_across_threads(redis_server: RedisServer) -> No
 
 
 def test_every_key_of_a_connection_shares_its_hash_tag() -> None:
-    keys = [rate_key("shop"), sync_lock_key("shop"), oauth_lock_key("shop")]
+    keys = [rate_key("shop"), oauth_lock_key("shop")]
     keys += [segment_enqueued_key("shop", "s1", "orders", 2)]
     keys += [step_attempts_key("shop", "s1", "orders", 2, "fetch")]
     assert all(key.startswith("rq:{shop}:") for key in keys)
-    assert keys[3:] == [
+    assert keys[2:] == [
         "rq:{shop}:sync:s1:orders:2:enqueued",
         "rq:{shop}:sync:s1:orders:2:fetch:attempts",
     ]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from rawquery_workers.errors import ConfigError, ConflictError, NotFoundError
@@ -287,14 +287,14 @@ def test_schema_version_is_recorded_and_newer_refused(registry: Registry) -> Non
         version = conn.execute(
             select(regdb.meta.c.value).where(regdb.meta.c.key == "schema_version")
         ).scalar_one()
-    assert version == str(regdb.SCHEMA_VERSION) == "1"
-    assert ensure_schema(engine) == 1  # idempotent
+    assert version == str(regdb.SCHEMA_VERSION) == "2"
+    assert ensure_schema(engine) == 2  # idempotent
 
     with engine.begin() as conn:
         conn.execute(regdb.meta.update().values(value="99"))
     with pytest.raises(ConfigError) as info:
         ensure_schema(engine)
-    assert "schema version 99, newer than this rawquery-workers understands (1)" in str(info.value)
+    assert "schema version 99, newer than this rawquery-workers understands (2)" in str(info.value)
     assert "upgrade rawquery-workers" in str(info.value)
     reset_settings()
     with pytest.raises(ConfigError, match="schema version 99"):
@@ -304,14 +304,30 @@ def test_schema_version_is_recorded_and_newer_refused(registry: Registry) -> Non
 def test_migrations_run_in_order_once(registry: Registry) -> None:
     engine = registry.engine
     ran: list[int] = []
-    steps = {2: lambda conn: ran.append(2), 3: lambda conn: ran.append(3)}
-    assert ensure_schema(engine, version=3, migrations=steps) == 3
-    assert ensure_schema(engine, version=3, migrations=steps) == 3
-    assert ran == [2, 3]
-    with pytest.raises(ConfigError, match="schema version 3"):
-        ensure_schema(engine)  # this code knows version 1 only
-    with pytest.raises(ConfigError, match="no migration of the registry to schema version 4"):
-        ensure_schema(engine, version=4, migrations=steps)
+    steps = {3: lambda conn: ran.append(3), 4: lambda conn: ran.append(4)}
+    assert ensure_schema(engine, version=4, migrations=steps) == 4
+    assert ensure_schema(engine, version=4, migrations=steps) == 4
+    assert ran == [3, 4]
+    with pytest.raises(ConfigError, match="schema version 4"):
+        ensure_schema(engine)  # this code knows version 2 only
+    with pytest.raises(ConfigError, match="no migration of the registry to schema version 5"):
+        ensure_schema(engine, version=5, migrations=steps)
+
+
+def test_a_version_1_registry_gains_the_lease_and_takeover_tables(registry: Registry) -> None:
+    engine = registry.engine
+    new = [regdb.sync_leases, regdb.stream_steps, regdb.workers]
+    registry.create_connection("shop", SPEC, Credentials())
+    with engine.begin() as conn:  # as rawquery-workers with schema version 1 left it
+        for table in new:
+            table.drop(conn)
+        conn.execute(regdb.meta.update().values(value="1"))
+
+    assert ensure_schema(engine) == 2
+
+    with engine.connect() as conn:
+        assert all(inspect(conn).has_table(table.name) for table in new)
+    assert registry.get_connection("shop").spec == SPEC  # kept
 
 
 def test_registry_shares_the_database_with_the_iceberg_catalog(

@@ -25,6 +25,7 @@ from rawquery_workers.cli.options import (
     any_given,
     credentials_from_flags,
 )
+from rawquery_workers.errors import ConflictError, RawqueryError
 
 if TYPE_CHECKING:
     from rawquery_workers.registry import Registry
@@ -232,7 +233,12 @@ def _hand_to_workers(registry: Registry, name: str, sync_id: str) -> None:
     from rawquery_workers.distributed.lease import claim
 
     claim(registry, name, sync_id)  # ConflictError (exit 1) while another sync runs
-    enqueue_sync(sync_id)
+    try:
+        enqueue_sync(sync_id)
+    except Exception as exc:  # the broker is unreachable: leave nothing behind
+        registry.leases.release(name, sync_id)
+        registry.forget_sync(sync_id)
+        raise broker_unreachable(exc) from None
 
 
 def _run_here(
@@ -257,11 +263,13 @@ def status(
     """Per-stream status of the latest sync of each stream."""
     from rawquery_workers.cli import display
     from rawquery_workers.registry import open_registry
+    from rawquery_workers.settings import get_settings
     from rawquery_workers.spec.loading import parse_spec
 
     registry = open_registry()
     record = registry.get_connection(name)
     spec = parse_spec(record.spec)
+    registry.leases.recognise_dead(name, get_settings().lease_seconds)  # a killed sync's runs
     runs = registry.latest_stream_runs(name, [s.name for s in spec.streams])
     streams = [display.run_as_dict(run) for run in runs]
     skipped = [display.refused_as_dict(s) for s in registry.refused_syncs(name)]
@@ -279,13 +287,18 @@ def delete(
     drop_tables: Annotated[
         bool, typer.Option("--drop-tables", help="Also drop its Iceberg tables.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Cancel a sync of it that is running, then delete.")
+    ] = False,
 ) -> None:
-    """Remove a connection, its credentials and schedule (tables stay unless --drop-tables)."""
+    """Remove a connection, its credentials and schedule (tables stay unless --drop-tables).
+    Refused while one of its syncs runs, unless --force (which cancels it first)."""
     from rawquery_workers.registry import open_registry
     from rawquery_workers.settings import get_settings
 
     registry = open_registry()
     registry.get_connection(name)
+    _stop_running_sync(registry, name, force)
     dropped: list[str] = []
     if drop_tables:
         from rawquery_workers.sink import open_sink
@@ -294,3 +307,40 @@ def delete(
     registry.delete_connection(name)
     kept = "" if drop_tables else f"; its tables stay (query them as {name}.STREAM)"
     typer.echo(f"deleted '{name}'{kept}" + (f"; dropped {len(dropped)} tables" if dropped else ""))
+
+
+CANCELLED = "cancelled: its connection was deleted (`rq connections delete --force`)"
+
+
+def _stop_running_sync(registry: Registry, name: str, force: bool) -> None:
+    """Refuse to delete a connection while one of its syncs holds its lease; with `force`,
+    cancel that sync first: its runs fail, its lease is freed, and the steps its workers
+    still have are dropped (a step of a finished sync does nothing)."""
+    from rawquery_workers.registry.leases import sync_conflict
+    from rawquery_workers.settings import get_settings
+
+    registry.leases.recognise_dead(name, get_settings().lease_seconds)
+    held = registry.leases.holder(name)
+    if held is None:
+        return
+    if not force:
+        busy = sync_conflict(name, held.owner)
+        raise ConflictError(
+            f"{busy}; wait for it to finish, or cancel it: `rq connections delete {name} --force`"
+        )
+    registry.finish_sync(held.sync_id, "failed", error=CANCELLED)
+    registry.leases.release(name, held.sync_id)
+
+
+def broker_unreachable(exc: BaseException) -> RawqueryError:
+    import redis
+
+    from rawquery_workers.distributed.redis_keys import redis_address
+    from rawquery_workers.settings import get_settings
+
+    where = redis_address(redis.Redis.from_url(get_settings().redis_url or "redis://"))
+    return RawqueryError(
+        f"could not hand the sync to the workers: Redis at {where} is unreachable "
+        f"({type(exc).__name__}); nothing was queued. Start Redis (or unset RAWQUERY_REDIS_URL "
+        "to sync in this process) and run the sync again"
+    )

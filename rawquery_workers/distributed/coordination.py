@@ -11,13 +11,9 @@ Each hand-off that a redelivered task could repeat is made once with a Redis mar
 registry, which outlives Redis. A step that keeps killing its worker is failed after
 MAX_ATTEMPTS deliveries instead of looping forever.
 
-Test hook: RAWQUERY_TEST_CRASH_AT=PHASE:SEGMENT (PHASE `fetch`, `transform` (records
-read back, nothing staged yet), `staged` (data files written, the step not yet acked),
-`before-commit` or `after-commit`; several points separated by commas) makes the worker
-process kill itself (SIGKILL) at that point of that segment, once: the first process to
-get there creates a marker file `crashed-PHASE-SEGMENT` under RAWQUERY_HOME (atomically),
-later deliveries see it and go on. The crash-resume tests get deterministic crashes (and
-disarm points by creating their markers). Never set it in production.
+Test hook: RAWQUERY_TEST_CRASH_AT=PHASE:SEGMENT (`faults.py`) kills the worker process at
+`fetch`, `transform` (records read back, nothing staged yet), `staged` (data files
+written, the step not yet acked), `before-commit` or `after-commit` of that segment, once.
 """
 
 from __future__ import annotations
@@ -25,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +33,8 @@ from rawquery_workers.distributed.redis_keys import (
     segment_enqueued_key,
     step_attempts_key,
 )
-from rawquery_workers.errors import ConflictError, RawqueryError
+from rawquery_workers.errors import ConflictError, NotFoundError, RawqueryError
+from rawquery_workers.faults import crash_point
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.registry.records import SyncRecord
 from rawquery_workers.runner import pipeline
@@ -65,25 +60,55 @@ def _once(key: str) -> bool:
     return bool(_redis().set(key, "1", nx=True, ex=MARKER_SECONDS))
 
 
+def still_running(job: pipeline.StreamJob) -> bool:
+    """Whether the job's sync may still take steps: it exists and has not ended. A sync
+    marked lost, cancelled by `delete --force`, or deleted with its connection ends here."""
+    try:
+        status = open_registry().get_sync(job.sync_id).status
+    except NotFoundError:
+        status = "deleted"
+    if status in ("queued", "running"):
+        return True
+    log.info("dropped a step of sync %s (%s): the sync is %s", job.sync_id, job.stream, status)
+    return False
+
+
+def sync_exists(job: pipeline.StreamJob) -> bool:
+    """Whether the job's sync is still in the registry (its connection was not deleted)."""
+    try:
+        open_registry().get_sync(job.sync_id)
+    except NotFoundError:
+        return False
+    return True
+
+
+def step_starts(job: pipeline.StreamJob, worker: str) -> bool:
+    """Record that `worker` runs the job's next step; False for a delivery of an epoch the
+    stream has left (it was taken over: registry/takeover.py), which is dropped."""
+    if open_registry().steps.started(job.sync_id, job.stream, job.epoch, worker):
+        return True
+    log.warning(
+        "dropped a late delivery for stream %s of sync %s (epoch %d): another worker took "
+        "the stream over",
+        job.stream,
+        job.sync_id,
+        job.epoch,
+    )
+    return False
+
+
+def step_is_current(job: pipeline.StreamJob) -> bool:
+    """Whether the job's epoch is still the stream's (a step that ran on while its stream
+    was taken over must not record its failure over the new chain)."""
+    return open_registry().steps.started_epoch(job.sync_id, job.stream) in (None, job.epoch)
+
+
 def count_attempt(job: pipeline.StreamJob, step: str) -> int:
     key = step_attempts_key(job.connection, job.sync_id, job.stream, job.segment, step)
     client = _redis()
     attempts = int(client.incr(key))
     client.expire(key, MARKER_SECONDS)
     return attempts
-
-
-def crash_point(phase: str, segment: int) -> None:
-    """The test hook described in the module docstring (RAWQUERY_TEST_CRASH_AT)."""
-    if f"{phase}:{segment}" not in os.environ.get("RAWQUERY_TEST_CRASH_AT", "").split(","):
-        return
-    marker = get_settings().home_dir / f"crashed-{phase}-{segment}"
-    try:
-        with open(marker, "x") as out:  # one crash per point, whichever worker gets there
-            out.write(str(os.getpid()))
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --- the steps --------------------------------------------------------------------------------
@@ -128,7 +153,17 @@ def _start_stream(
         return
     job = pipeline.start_job(conn.stream(stream), sync_id, full_refresh)
     StreamRun(conn.registry, sync_id, stream).start()
-    enqueue(job.to_dict())
+    hand_on(conn.registry, job, enqueue)
+
+
+def hand_on(
+    registry: Registry, job: pipeline.StreamJob, enqueue: Callable[[dict[str, Any]], None]
+) -> None:
+    """Enqueue a segment's chain, recorded first so that a reaper can take the stream over
+    if the worker running it dies (registry/takeover.py)."""
+    data = job.to_dict()
+    registry.steps.handed_on(job.sync_id, job.stream, data, job.epoch)
+    enqueue(data)
 
 
 def _children(spec: Spec, sync: SyncRecord, stream: str) -> list[str]:
@@ -223,11 +258,14 @@ def commit(
     done = next_job or pipeline.finished_job(staged)
     run.record(done.rows, done.pages, staged.warnings, staged.schema_changes)
     if next_job is not None:
-        marker = segment_enqueued_key(job.connection, job.sync_id, job.stream, next_job.segment)
+        marker = segment_enqueued_key(
+            job.connection, job.sync_id, job.stream, next_job.segment, job.epoch
+        )
         if _once(marker):
-            enqueue(next_job.to_dict())
+            hand_on(conn.registry, next_job, enqueue)
         return
     run.succeed(ctx.sink.committed_state(job.connection, job.stream).get("rq.cursor") or None)
+    conn.registry.steps.finished(job.sync_id, job.stream)
     sync = conn.registry.get_sync(job.sync_id)
     for child in _children(conn.spec, sync, job.stream):  # the parent's table is final now
         _start_stream(conn, job.sync_id, child, sync.full_refresh, enqueue)
@@ -237,6 +275,7 @@ def commit(
 def fail_stream(registry: Registry, job: pipeline.StreamJob, error: str) -> None:
     """Fail a stream, and the child streams of this sync waiting for it."""
     StreamRun(registry, job.sync_id, job.stream).fail(error)
+    registry.steps.finished(job.sync_id, job.stream)
     spec: Spec | None = None
     with contextlib.suppress(Exception):  # cleaning up must not hide the stream's own error
         conn = ConnectionContext(job.connection, registry=registry)

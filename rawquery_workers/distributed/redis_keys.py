@@ -2,10 +2,12 @@
 
     after rq:{CONNECTION}:                 what it holds (who uses it)
     rate                                   GCRA state of the shared rate limit (ratelimit_redis)
-    sync-lock                              the lease: one sync at a time (lease)
     oauth-lock                             one OAuth2 token refresh at a time (locks)
-    sync:ID:STREAM:SEGMENT:enqueued        the segment was handed on, once (coordination)
+    sync:ID:STREAM:SEGMENT[.EPOCH]:enqueued  the segment was handed on, once (coordination)
     sync:ID:STREAM:SEGMENT:STEP:attempts   deliveries of the step so far (coordination)
+
+A connection's sync lease is not here: it is a registry row (registry/leases.py), so
+Redis restarting or going away never frees or forges it.
 
 Every key of one connection carries the `{CONNECTION}` hash tag, so on Redis Cluster they
 all live in one slot and a Lua script may touch several of them. Beat keeps no keys: the
@@ -43,10 +45,6 @@ def rate_key(connection: str) -> str:
     return connection_prefix(connection) + "rate"
 
 
-def sync_lock_key(connection: str) -> str:
-    return connection_prefix(connection) + "sync-lock"
-
-
 def oauth_lock_key(connection: str) -> str:
     return connection_prefix(connection) + "oauth-lock"
 
@@ -55,9 +53,13 @@ def _sync_key(connection: str, sync_id: str, *parts: str | int) -> str:
     return connection_prefix(connection) + ":".join(["sync", sync_id, *map(str, parts)])
 
 
-def segment_enqueued_key(connection: str, sync_id: str, stream: str, segment: int) -> str:
-    """Set (NX) by whichever worker first hands segment `segment` of `stream` on."""
-    return _sync_key(connection, sync_id, stream, segment, "enqueued")
+def segment_enqueued_key(
+    connection: str, sync_id: str, stream: str, segment: int, epoch: int = 0
+) -> str:
+    """Set (NX) by whichever worker first hands segment `segment` of `stream` on (in the
+    stream's `epoch`: a takeover hands its segments on afresh, registry/takeover.py)."""
+    parts: list[str | int] = [stream, segment] if not epoch else [stream, f"{segment}.{epoch}"]
+    return _sync_key(connection, sync_id, *parts, "enqueued")
 
 
 def step_attempts_key(connection: str, sync_id: str, stream: str, segment: int, step: str) -> str:

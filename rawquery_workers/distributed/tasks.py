@@ -12,14 +12,15 @@ never records. Task results are neither stored nor logged.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
-from celery import chain
+from celery import chain, current_task, signals
 from celery.app import trace
 from kombu.exceptions import OperationalError
 
-from rawquery_workers.distributed import coordination, lease
+from rawquery_workers.distributed import coordination, lease, reaper
 from rawquery_workers.distributed.celery_app import START_SYNC
 from rawquery_workers.distributed.celery_app import app as app  # `celery -A` finds it here
 from rawquery_workers.errors import RawqueryError
@@ -98,12 +99,29 @@ def commit(staged: dict[str, Any] | None) -> None:
         _step(staged["job"], "commit", run)
 
 
+def _worker_node() -> str:
+    """The Celery node running the current task (`worker@host`)."""
+    request = current_task.request if current_task else None
+    return str(getattr(request, "hostname", None) or f"local@{socket.gethostname()}")
+
+
+@signals.worker_ready.connect
+def _start_reaper(sender: Any = None, **_: Any) -> None:
+    """In each worker's main process: beat, and take over streams of dead workers."""
+    reaper.start(str(getattr(sender, "hostname", None) or socket.gethostname()), enqueue_segment)
+
+
 def _step(job: dict[str, Any] | None, name: str, run: Callable[[StreamJob], Any]) -> Any:
     """Run one step under the sync's heartbeat; a failure fails its stream (recorded) and
     stops the chain (None). Redis errors propagate, so the task is retried."""
     if job is None:
         return None
     stream_job = StreamJob.from_dict(job)
+    if not coordination.still_running(stream_job):
+        return None  # a late delivery for a sync that ended (lost, cancelled, deleted)
+    worker = _worker_node()
+    if not coordination.step_starts(stream_job, worker):
+        return None  # a late delivery for a stream another worker took over
     try:
         if coordination.count_attempt(stream_job, name) > coordination.MAX_ATTEMPTS:
             raise RawqueryError(
@@ -112,10 +130,15 @@ def _step(job: dict[str, Any] | None, name: str, run: Callable[[StreamJob], Any]
                 "(its worker died each time); giving up"
             )
         with lease.heartbeat(stream_job.connection, stream_job.sync_id):
-            return run(stream_job)
+            result = run(stream_job)
+        registry = open_registry()
+        registry.steps.released(stream_job.sync_id, stream_job.stream, stream_job.epoch, worker)
+        return result
     except _RETRIED:
         raise
     except Exception as exc:  # a bug must fail one stream, not the worker or the others
+        if not (coordination.sync_exists(stream_job) and coordination.step_is_current(stream_job)):
+            return None  # deleted, or taken over, while this step ran: not ours to record
         message = failure_text(exc, name)
         message = coordination.conn_redact(context_for, stream_job.connection, message)
         coordination.fail_stream(open_registry(), stream_job, message)

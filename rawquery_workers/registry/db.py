@@ -47,14 +47,21 @@ from sqlalchemy.types import TypeDecorator
 from rawquery_workers.errors import ConfigError
 from rawquery_workers.private_files import private_sqlite_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_SCHEMA_LOCK = 0x72715F736368  # "rq_sch": serialises schema changes across processes
 
 Migration = Callable[[Connection], None]
+
+
 # version -> the function taking a database from version-1 to version. Migrations see the
 # old tables as they were; `ensure_schema` then creates any table that is new in the code.
-MIGRATIONS: dict[int, Migration] = {}
+def _v2_leases_and_steps(conn: Connection) -> None:
+    """Version 2 only adds tables (rq_sync_leases, rq_stream_steps, rq_workers), which
+    `ensure_schema` creates after the migrations: nothing to change in the old ones."""
+
+
+MIGRATIONS: dict[int, Migration] = {2: _v2_leases_and_steps}
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -163,6 +170,44 @@ stream_runs = Table(
     Column("progress", JSONText, nullable=True),  # numbers only: see runner/progress.py
     UniqueConstraint("sync_id", "stream", name="uq_rq_stream_runs_sync_stream"),
     Index("ix_rq_stream_runs_stream", "stream"),
+)
+
+
+# One row per connection that has ever synced: THE lock of its syncs, in both modes
+# (registry/leases.py). `generation` grows with every holder; `expires_at` is epoch seconds.
+sync_leases = Table(
+    "rq_sync_leases",
+    metadata,
+    Column("connection", Text, primary_key=True),
+    Column("sync_id", Text, nullable=True),  # null: free
+    Column("mode", Text, nullable=True),  # embedded | distributed
+    Column("owner", JSONText, nullable=True),  # LockOwner: sync id, host, pid, started_at
+    Column("generation", Integer, nullable=False, default=0),
+    Column("expires_at", Float, nullable=False, default=0.0),
+)
+
+
+# Distributed mode: where each running stream's chain stands (registry/takeover.py). `job`
+# is the StreamJob last handed on (ids, references, scrubbed resume state); `epoch` grows
+# with every takeover, and a step carrying an older one is a late delivery, dropped.
+stream_steps = Table(
+    "rq_stream_steps",
+    metadata,
+    Column("sync_id", Text, primary_key=True),
+    Column("stream", Text, primary_key=True),
+    Column("epoch", Integer, nullable=False, default=0),
+    Column("job", JSONText, nullable=False),
+    Column("worker", Text, nullable=True),  # the Celery node running its current step
+    Column("handed_at", Float, nullable=False),  # epoch seconds
+)
+
+# Every worker's main process says it is alive here every few seconds.
+workers = Table(
+    "rq_workers",
+    metadata,
+    Column("node", Text, primary_key=True),  # the Celery node name, worker@host
+    Column("pid", Integer, nullable=False),
+    Column("beat_at", Float, nullable=False),  # epoch seconds
 )
 
 

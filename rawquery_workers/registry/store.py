@@ -27,6 +27,7 @@ from rawquery_workers.registry.db import (
     write_tx,
 )
 from rawquery_workers.registry.db import credentials as secrets
+from rawquery_workers.registry.leases import SyncLeases
 from rawquery_workers.registry.records import (
     ConnectionRecord,
     StreamRunRecord,
@@ -35,6 +36,7 @@ from rawquery_workers.registry.records import (
     run_record,
     sync_record,
 )
+from rawquery_workers.registry.takeover import StreamSteps
 from rawquery_workers.registry.vault import Vault, load_vault
 from rawquery_workers.settings import Settings, get_settings
 from rawquery_workers.spec.credentials import Credentials
@@ -75,6 +77,8 @@ class Registry:
     def __init__(self, engine: Engine, vault: Vault) -> None:
         self.engine = engine
         self.vault = vault
+        self.leases = SyncLeases(engine)
+        self.steps = StreamSteps(engine)
 
     # --- connections -------------------------------------------------------------------
 
@@ -372,6 +376,12 @@ class Registry:
                 .all()
             )
             return [sync_record(conn, row) for row in rows]
+
+    def forget_sync(self, sync_id: str) -> None:
+        """Remove a planned sync that never started (it could not be handed to workers)."""
+        with write_tx(self.engine) as conn:
+            conn.execute(delete(stream_runs).where(stream_runs.c.sync_id == sync_id))
+            conn.execute(delete(syncs).where(syncs.c.id == sync_id))
 
     def _update_sync(self, sync_id: str, conn: Connection | None = None, **values: Any) -> None:
         if conn is None:

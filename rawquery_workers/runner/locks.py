@@ -1,238 +1,84 @@
-"""One sync of a connection at a time (embedded mode), and one OAuth2 refresh at a time.
+"""Holding a connection's sync lease in embedded mode, and one OAuth2 refresh at a time.
 
-    LocalFileLock       embedded mode: flock on RAWQUERY_HOME/locks/CONNECTION.sync.lock
-    single_flight(...)  distributed mode: redis-py's `Lock` around an OAuth2 token refresh
-    LockOwner           who holds a lock (sync id, host, pid, start time), stored in it
+    embedded_lease(...)  an embedded sync: the connection's lease in the registry (the one
+                         lock of every mode, `registry/leases.py`), renewed from a thread
+    single_flight(...)   distributed mode: redis-py's `Lock` around an OAuth2 token refresh
+    LockOwner            who holds a lock (sync id, host, pid, start time), stored in it
 
-A distributed sync's own lock is the lease in `lease.py`. In embedded mode no OAuth2 lock
-is taken here: a sync holds its connection's LocalFileLock, and an authenticator built
-without a `refresh_lock` serialises its own refreshes with an in-process lock
-(`auth.oauth2`).
+A distributed sync's lease is taken by `distributed/lease.py`, in the same registry row. In
+embedded mode no OAuth2 lock is taken here: a sync holds its connection's lease, and an
+authenticator built without a `refresh_lock` serialises its own refreshes with an
+in-process lock (`auth.oauth2`).
 
-Both locks here store their `LockOwner`, so a refused caller can say who is in the way
-(`sync_conflict`), and both let go by themselves when the holder dies: the file lock when
-its process exits (the kernel drops flock locks, SIGKILL included), the Redis lock when
-nobody renews it for `ttl` seconds. `single_flight` raises `RawqueryError` while Redis is
-unreachable and never raises on release (an unreleased lock runs out by itself).
+Both store their `LockOwner`, so a refused caller can say who is in the way
+(`sync_conflict`), and both let go by themselves when the holder dies: the lease when its
+embedded process is gone from this host (recognised at once) or nobody renews it for its
+ttl, the Redis lock when nobody renews it for `ttl` seconds. `single_flight` raises
+`RawqueryError` while Redis is unreachable and never raises on release (an unreleased
+lock runs out by itself).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
-import orjson
 import redis
 from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
+from sqlalchemy.exc import SQLAlchemyError
 
 from rawquery_workers.distributed.redis_keys import redis_address
 from rawquery_workers.errors import ConflictError, RawqueryError
+from rawquery_workers.registry import Registry
+from rawquery_workers.registry.leases import (
+    EMBEDDED_LEASE_SECONDS,
+    Lease,
+    LockOwner,
+    sync_conflict,
+)
+from rawquery_workers.settings import get_settings
+
+__all__ = ["LockOwner", "embedded_lease", "single_flight", "sync_conflict"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class LockOwner:
-    """Who holds a lock. `token` tells two acquisitions by the same process apart."""
+@contextlib.contextmanager
+def embedded_lease(registry: Registry, connection: str, sync_id: str) -> Iterator[Lease]:
+    """Hold the connection's lease (registry/leases.py, the lock of every mode) while the
+    block runs an embedded sync, renewing it from a thread every third of its ttl.
+    ConflictError (naming the holder) when another sync holds it."""
+    ttl = min(EMBEDDED_LEASE_SECONDS, get_settings().lease_seconds)
+    owner = LockOwner.current(sync_id)
+    lease = registry.leases.acquire(connection, sync_id, mode="embedded", ttl=ttl, owner=owner)
+    stop = threading.Event()
 
-    sync_id: str | None
-    host: str
-    pid: int
-    started_at: float  # epoch seconds
-    token: str = field(default="", repr=False)
+    def renew() -> None:
+        while not stop.wait(ttl / 3):
+            try:
+                if not registry.leases.renew(connection, sync_id, ttl):
+                    log.error("sync %s lost the lease of %s (paused past it?)", sync_id, connection)
+                    return  # its commits are fenced from here on (sink.state.foreign_commit)
+            except SQLAlchemyError as exc:
+                log.warning("renewing the lease of %s failed (%s); retrying", connection, exc)
 
-    @classmethod
-    def current(cls, sync_id: str | None = None) -> LockOwner:
-        return cls(sync_id, socket.gethostname(), os.getpid(), time.time(), uuid.uuid4().hex)
-
-    def to_json(self) -> str:
-        return orjson.dumps(asdict(self)).decode()
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> LockOwner | None:
-        """The owner stored in a lock, or None when the text is not one (empty, torn)."""
+    thread = threading.Thread(target=renew, name=f"lease:{connection}", daemon=True)
+    thread.start()
+    try:
+        yield lease
+    finally:
+        stop.set()
+        thread.join(timeout=ttl)
         try:
-            data = orjson.loads(text)
-            return cls(
-                sync_id=data.get("sync_id"),
-                host=str(data["host"]),
-                pid=int(data["pid"]),
-                started_at=float(data["started_at"]),
-                token=str(data.get("token", "")),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            return None
-
-    def describe(self) -> str:
-        """`sync abc123 started 12:01:07 UTC on host/4242` (the date too if not today)."""
-        started = datetime.fromtimestamp(self.started_at, UTC)
-        same_day = started.date() == datetime.now(UTC).date()
-        when = started.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M UTC")
-        who = f"sync {self.sync_id}" if self.sync_id else "a sync"
-        return f"{who} started {when} on {self.host}/{self.pid}"
-
-
-def sync_conflict(connection: str, owner: LockOwner | None) -> ConflictError:
-    """The error for a sync refused because another one of the same connection runs."""
-    held_by = f" ({owner.describe()})" if owner else ""
-    return ConflictError(
-        f"connection {connection} is already syncing{held_by}; "
-        f"follow it with `rq connections status {connection}`"
-    )
-
-
-def _poll(attempt: Callable[[], bool], wait: float) -> bool:
-    """Call `attempt` until it returns True or `wait` seconds have passed (at least once)."""
-    deadline = time.monotonic() + max(0.0, wait)
-    delay = 0.01
-    while True:
-        if attempt():
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        # Waiting on another holder (possibly another host): nothing to be notified by.
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.25)
-
-
-class LocalFileLock:
-    """Embedded mode: `flock` on a file; the kernel frees it when the holding process dies.
-
-    The file holds the owner's JSON while locked and is emptied on release (never deleted:
-    deleting a lock file lets two processes lock two different inodes). A child forked while
-    the lock is held shares it; it is freed when the last process holding it exits.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, sync_id: str | None = None) -> None:
-        self.path = Path(path)
-        self.key = str(self.path)
-        self.sync_id = sync_id
-        self._fd: int | None = None
-        self._owner: LockOwner | None = None
-
-    @classmethod
-    def for_connection(
-        cls, connection: str, *, sync_id: str | None = None, home: Path | None = None
-    ) -> LocalFileLock:
-        """The sync lock of `connection` under RAWQUERY_HOME/locks/."""
-        if home is None:
-            from rawquery_workers.settings import get_settings
-
-            home = get_settings().home_dir
-        return cls(home / "locks" / f"{connection}.sync.lock", sync_id=sync_id)
-
-    @property
-    def held(self) -> bool:
-        """True between a successful `acquire` and `release`."""
-        return self._fd is not None
-
-    def acquire(self, wait: float = 0.0) -> bool:
-        """Take the lock; keep trying up to `wait` seconds (0: try once). True when taken."""
-        if self._fd is not None:
-            raise RuntimeError(f"lock {self.path} is already held by this object")
-        fd = self._open()
-        if not _poll(lambda: self._try_flock(fd, fcntl.LOCK_EX), wait):
-            os.close(fd)
-            return False
-        owner = LockOwner.current(self.sync_id)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, owner.to_json().encode(), 0)
-        self._fd, self._owner = fd, owner
-        return True
-
-    def release(self) -> None:
-        """Let go; does nothing if not held."""
-        fd, self._fd, self._owner = self._fd, None, None
-        if fd is None:
-            return
-        try:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def owner_info(self) -> LockOwner | None:
-        """Who holds the lock now (us included), or None when it is free."""
-        if self._owner is not None:
-            return self._owner
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        try:
-            content = self._read(fd)
-            if not content:
-                return None  # released cleanly (or being taken right now)
-            # Content left over by a holder that died is stale: look whether it is locked.
-            if self._try_flock(fd, fcntl.LOCK_SH):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                return None
-            return LockOwner.from_json(content) or LockOwner(None, "?", 0, 0.0)
-        finally:
-            os.close(fd)
-
-    def check(self) -> None:
-        """Raise ConflictError unless we hold the lock (call before committing)."""
-        if self._fd is None:
-            raise ConflictError(f"lock {self.path} is not held by this process")
-
-    def __enter__(self) -> LocalFileLock:
-        """Take the lock at once or raise ConflictError naming the holder."""
-        if not self.acquire():
-            owner = self.owner_info()
-            held_by = f" by {owner.describe()}" if owner else ""
-            raise ConflictError(f"lock {self.key} is held{held_by}; try again once it is done")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def _open(self) -> int:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise RawqueryError(
-                f"cannot open lock file {self.path}: {exc.strerror}; "
-                "check that RAWQUERY_HOME is writable"
-            ) from exc
-
-    @staticmethod
-    def _try_flock(fd: int, mode: int) -> bool:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    @staticmethod
-    def _read(fd: int) -> bytes:
-        chunks = []
-        offset = 0
-        while chunk := os.pread(fd, 4096, offset):
-            chunks.append(chunk)
-            offset += len(chunk)
-        return b"".join(chunks)
+            registry.leases.release(connection, sync_id)
+        except SQLAlchemyError as exc:  # it runs out by itself within its ttl
+            log.warning("releasing the lease of %s failed (%s)", connection, exc)
 
 
 @contextlib.contextmanager

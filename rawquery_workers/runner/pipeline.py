@@ -62,6 +62,9 @@ class StreamJob:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     cursor: str | None = None  # the saved cursor when the sync started (`since` looks back)
     walk_started: datetime | None = None  # a resumed walk: when its first sync started
+    # table -> its head sequence number when the sync started: commits are fenced by it
+    fences: dict[str, int] = field(default_factory=dict)
+    epoch: int = 0  # distributed: grows with each takeover of the stream (registry/takeover)
 
     @property
     def walk_start(self) -> datetime:
@@ -139,7 +142,9 @@ class StagedSegment:
 def start_job(ctx: StreamContext, sync_id: str, full_refresh: bool) -> StreamJob:
     """The first job of a stream sync, resuming an unfinished earlier sync if there is one."""
     stream = ctx.stream
-    base = StreamJob(ctx.connection, sync_id, stream.name, full_refresh)
+    tables = [stream.name, *map(stream.child_table, stream.expand)]
+    fences = {name: ctx.sink.head_sequence(ctx.connection, name) for name in tables}
+    base = StreamJob(ctx.connection, sync_id, stream.name, full_refresh, fences=fences)
     if full_refresh or stream.full_refresh_only:
         return dataclasses.replace(base, full_refresh=True)
     state = ctx.sink.committed_state(ctx.connection, stream.name)
@@ -500,6 +505,7 @@ def _commit_incremental(
         state=state,
         sync_id=job.sync_id,
         segment=job.segment,
+        fence=job.fences.get(table.name),
     )
 
 
@@ -530,7 +536,9 @@ def _commit_full_refresh(ctx: StreamContext, staged: StagedSegment) -> None:
         return
     for name in [*map(ctx.stream.child_table, ctx.stream.expand), ctx.stream.name]:
         state = _state_for(ctx, staged) if name == ctx.stream.name else {}
-        ctx.sink.finish_replace(job.connection, name, sync_id=job.sync_id, state=state)
+        ctx.sink.finish_replace(
+            job.connection, name, sync_id=job.sync_id, state=state, fence=job.fences.get(name)
+        )
 
 
 def abandon(ctx: StreamContext, job: StreamJob) -> None:

@@ -7,6 +7,7 @@ and one run per stream, and one sync of a connection runs at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rawquery_workers.errors import RawqueryError
+from rawquery_workers.errors import ConflictError, RawqueryError
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.runner import pipeline
 from rawquery_workers.runner.context import ConnectionContext, StreamContext
@@ -52,21 +53,20 @@ def run_sync(
     settings: Settings | None = None,
     on_progress: ProgressHook | None = None,
 ) -> SyncOutcome:
-    """Run a planned sync in this process (embedded mode), holding the connection's lock."""
-    from rawquery_workers.runner.locks import LocalFileLock, sync_conflict
+    """Run a planned sync in this process (embedded mode), holding the connection's lease
+    (the same lock a distributed sync takes)."""
+    from rawquery_workers.runner.locks import embedded_lease
 
     settings = settings or get_settings()
     registry = registry or open_registry(settings)
     sync = registry.get_sync(sync_id)
-    lock = LocalFileLock.for_connection(sync.connection, sync_id=sync_id, home=settings.home_dir)
-    if not lock.acquire():
-        owner = lock.owner_info()
-        registry.finish_sync(sync_id, "failed", error="another sync of this connection runs")
-        raise sync_conflict(sync.connection, owner)
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(embedded_lease(registry, sync.connection, sync_id))
+        except ConflictError:
+            registry.finish_sync(sync_id, "failed", error="another sync of this connection runs")
+            raise
         return _run_streams(registry, settings, sync_id, sync, on_progress)
-    finally:
-        lock.release()
 
 
 def _run_streams(

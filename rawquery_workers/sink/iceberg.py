@@ -30,7 +30,8 @@ from pyiceberg.expressions import GreaterThanOrEqual
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update.snapshot import ManageSnapshots
 
-from rawquery_workers.errors import NotFoundError
+from rawquery_workers.errors import NotFoundError, StaleSyncError
+from rawquery_workers.faults import pause_point
 from rawquery_workers.sink import copy_on_write as cow
 from rawquery_workers.sink import state as st
 from rawquery_workers.sink import writer
@@ -214,12 +215,15 @@ class IcebergSink:
         state: Mapping[str, str] | None = None,
         sync_id: str,
         segment: int,
+        fence: int | None = None,
     ) -> bool:
         """Make `files` visible in ONE snapshot on main, after deleting (merge) the rows
         whose `key_column` (default `_rq_key`) is in `delete_keys` (default: the keys the
         files hold), the rows whose `parent_key_column` is in `parent_keys` (child tables),
         or (replace) every row. The snapshot carries `rq.sync_id`, `rq.segment` and `state`
-        (keys `rq.*`). False when this segment was already committed: nothing changes."""
+        (keys `rq.*`). False when this segment was already committed: nothing changes.
+        `fence`: the table's `head_sequence` when the sync started; a commit by another
+        sync since then raises StaleSyncError instead of being committed over."""
         if mode not in ("append", "merge", "replace"):
             raise ValueError(f"mode must be append, merge or replace, not {mode!r}")
         props = st.snapshot_properties(state or {}, sync_id=sync_id, segment=segment)
@@ -227,7 +231,13 @@ class IcebergSink:
             namespace, table, st.MAIN, files, mode=mode, key_column=key_column,
             delete_keys=delete_keys, parent_key_column=parent_key_column,
             parent_keys=parent_keys, props=props, sync_id=sync_id, segment=segment,
+            fence=fence,
         )  # fmt: skip
+
+    def head_sequence(self, namespace: str, table: str) -> int:
+        """The table's newest sequence number (0: no such table), a sync's `fence`."""
+        loaded = self.tables.load_or_none(namespace, table)
+        return 0 if loaded is None else st.head_sequence(loaded.metadata)
 
     def stage_replace(
         self,
@@ -280,17 +290,20 @@ class IcebergSink:
         sync_id: str,
         state: Mapping[str, str] | None = None,
         segment: int | None = None,
+        fence: int | None = None,
     ) -> bool:
         """Swap the staged rows in: ONE snapshot on main drops every current file and adds
         every file of the branch (an empty table if nothing was staged), carries
         `rq.replaced=true` and `state`, and removes the branch. False if already done or
-        the table does not exist."""
+        the table does not exist. `fence` as for `commit`."""
         if self.tables.load_or_none(namespace, table) is None:
             return False
         branch = st.replace_branch(sync_id)
         props = st.snapshot_properties(state or {}, sync_id=sync_id, segment=segment, replaced=True)
 
         def build(loaded: Table) -> tuple[Transaction, list[str]]:
+            _check_fence(loaded, namespace, table, fence, sync_id)
+            pause_point("commit", "swap")
             head = loaded.metadata.snapshot_by_name(branch)
             tx = cow.build_transaction(
                 loaded,
@@ -438,6 +451,7 @@ class IcebergSink:
         props: dict[str, str],
         sync_id: str,
         segment: int,
+        fence: int | None = None,
     ) -> bool:
         where = f"{namespace}.{table}"
         loaded = self.tables.load(namespace, table)
@@ -460,6 +474,9 @@ class IcebergSink:
             return tests
 
         def build(current: Table) -> tuple[Transaction, list[str]]:
+            if ref == st.MAIN:
+                _check_fence(current, namespace, table, fence, sync_id)
+                pause_point("commit", segment)
             schema = arrow_schema(current.schema())
             tests = deletion_tests() if st.holds_rows(current.metadata, ref) else []
             typed = [
@@ -483,6 +500,23 @@ class IcebergSink:
 
         return self.tables.commit_until_done(
             namespace, table, lambda m: st.segment_in(m.snapshots, sync_id, segment), build
+        )
+
+
+def _check_fence(
+    current: Table, namespace: str, table: str, fence: int | None, sync_id: str
+) -> None:
+    """The fencing check, made on the head the commit is built on: the catalog accepts the
+    commit only while that head is current, so no commit of another sync slips between."""
+    if fence is None:
+        return
+    other = st.foreign_commit(current.metadata, fence, sync_id)
+    if other is not None:
+        raise StaleSyncError(
+            f"table {namespace}.{table}: sync {other} committed to it after sync {sync_id} "
+            "started, so this sync no longer holds the connection (its lease ran out while "
+            "it was paused or cut off); it stops without writing. The newer sync's data "
+            "stays; sync again to continue from it"
         )
 
 

@@ -72,6 +72,25 @@ def state_at(metadata: TableMetadata, ref: str = MAIN) -> dict[str, str]:
     return {}
 
 
+def head_sequence(metadata: TableMetadata) -> int:
+    """The table's newest sequence number: a sync's fence (`foreign_commit`) starts there.
+    (Format v1 tables have none, so they are not fenced; rawquery creates v2 tables.)"""
+    return int(getattr(metadata, "last_sequence_number", 0) or 0)
+
+
+def foreign_commit(metadata: TableMetadata, since: int, sync_id: str) -> str | None:
+    """The id of another sync that committed to main after sequence number `since` (the
+    head when sync `sync_id` started), or None. Snapshots without `rq.sync_id` (another
+    engine's maintenance, an empty first snapshot) are nobody's."""
+    for snapshot in ancestors_of(metadata.snapshot_by_name(MAIN), metadata):
+        if snapshot.sequence_number is not None and snapshot.sequence_number <= since:
+            return None
+        other = _props(snapshot).get(SYNC_ID)
+        if other is not None and other != sync_id:
+            return other
+    return None
+
+
 def holds_rows(metadata: TableMetadata, ref: str = MAIN) -> bool:
     """Whether `ref`'s head may hold rows (False: no snapshot, or one of 0 records)."""
     head = metadata.snapshot_by_name(ref)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -13,8 +14,18 @@ class Tally:
     parser_inputs_fuzzed: int = 0
     rows_lost: int = 0
     secrets_leaked: int = 0
+    # seconds from killing a worker to its stream advancing on another one
+    recovery_seconds: list[float] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        recovery = []
+        if self.recovery_seconds:
+            median = statistics.median(self.recovery_seconds)
+            worst = max(self.recovery_seconds)
+            recovery = [
+                f"takeovers:        {len(self.recovery_seconds)}, median {median:.1f}s, "
+                f"worst {worst:.1f}s (must be < 120s)"
+            ]
         return [
             f"faults injected:  {self.faults_injected}",
             f"crashes survived: {self.crashes_survived}",
@@ -22,6 +33,7 @@ class Tally:
             f"parsers fuzzed:   {self.parser_inputs_fuzzed} inputs",
             f"rows lost:        {self.rows_lost} (must be 0)",
             f"secrets leaked:   {self.secrets_leaked} (must be 0)",
+            *recovery,
         ]
 
 

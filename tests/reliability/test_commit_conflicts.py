@@ -66,10 +66,13 @@ def test_two_syncs_of_one_stream_race(
         with ConnectionContext("race", registry=registry) as conn:
             outcomes.append(run_stream(conn, sync_id, "items", False))
 
-    _race(*(lambda i=i: sync(i) for i in ids))
+    _race(*(lambda i=i: sync(i) for i in ids))  # past the lease: only the fence is left
     TALLY.faults_injected += 1
-    assert [o.status for o in outcomes] == ["succeeded", "succeeded"], outcomes  # type: ignore[attr-defined]
-    assert_exact("race", "items", records)
+    statuses = sorted(o.status for o in outcomes)  # type: ignore[attr-defined]
+    assert statuses == ["failed", "succeeded"], outcomes
+    loser = next(o for o in outcomes if o.status == "failed")  # type: ignore[attr-defined]
+    assert "stops without writing" in loser.error  # type: ignore[attr-defined]
+    assert_exact("race", "items", records)  # the winner's rows, nothing of the loser's
 
 
 def test_concurrent_appends_and_merges_on_one_table(rq_home: Path) -> None:

@@ -1,0 +1,94 @@
+"""A connection's lifecycle while its syncs run: a killed embedded sync is recognised, a
+delete is refused (or, with --force, cancels the sync cleanly), and a sync that cannot be
+handed to the workers leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+from rawquery_workers.registry import open_registry
+from tests.distributed.conftest import Dist, Shop, Workers, table_ids
+from tests.distributed.test_fencing import run_embedded
+from tests.support.api_server import RecordedRequest
+from tests.support.polling import wait_for
+
+ROWS = 30
+
+
+def hanging(shop: Shop, gate: threading.Event) -> None:
+    shop.add("orders", ROWS)
+
+    def held(request: RecordedRequest, offset: int) -> Any:
+        gate.wait(60)  # the API hangs until the test lets it go
+        return None
+
+    shop.hooks["orders"] = held
+
+
+def test_a_killed_embedded_sync_is_marked_and_the_next_one_runs_at_once(
+    dist: Dist, shop: Shop
+) -> None:
+    gate = threading.Event()
+    hanging(shop, gate)
+    dist.connect("killed", shop.spec())
+    first = run_embedded(dist, "connections", "sync", "killed")
+    wait_for(lambda: open_registry().leases.holder("killed"), 60, "the sync's lease")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    gate.set()
+
+    status = dist.status("killed")["orders"]
+
+    assert status["status"] == "failed"
+    assert f"/{first.pid}) is gone" in status["error"]
+    again = run_embedded(dist, "connections", "sync", "killed")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, out + err  # not refused: the dead holder let go
+    assert table_ids("killed", "orders") == list(range(1, ROWS + 1))
+
+
+def test_delete_during_a_sync_is_refused_and_force_cancels_it_cleanly(
+    dist: Dist, workers: Workers, shop: Shop
+) -> None:
+    gate = threading.Event()
+    hanging(shop, gate)
+    dist.connect("busy", shop.spec())
+    [worker] = workers.start(1)
+    running = dist.rq("connections", "sync", "busy", "--no-wait")
+    assert running.returncode == 0, running.stderr
+    sync_id = running.stdout.strip()
+    wait_for(lambda: open_registry().get_sync(sync_id).status == "running", 60, "the sync")
+
+    refused = dist.rq("connections", "delete", "busy")
+
+    assert refused.returncode == 1
+    assert "already syncing" in refused.stderr and "--force" in refused.stderr
+    forced = dist.rq("connections", "delete", "busy", "--force")
+    assert forced.returncode == 0, forced.stderr
+    gate.set()
+    dist.connect("busy", shop.spec())  # the same name again, at once
+    again = dist.rq("connections", "sync", "busy")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert table_ids("busy", "orders") == list(range(1, ROWS + 1))
+    log = worker.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_redis_down_when_a_sync_starts_is_a_clear_error_that_stores_nothing(
+    dist: Dist, shop: Shop
+) -> None:
+    shop.add("orders", ROWS)
+    dist.connect("noredis", shop.spec())
+    dist.redis.stop()
+
+    done = dist.rq("connections", "sync", "noredis", timeout=120)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Redis at redis://127.0.0.1" in done.stderr and "nothing was queued" in done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    registry = open_registry()
+    assert registry.leases.holder("noredis") is None
+    assert all(run.status == "never" for run in registry.latest_stream_runs("noredis", ["orders"]))
