@@ -314,20 +314,26 @@ def test_migrations_run_in_order_once(registry: Registry) -> None:
         ensure_schema(engine, version=5, migrations=steps)
 
 
-def test_a_version_1_registry_gains_the_lease_and_takeover_tables(registry: Registry) -> None:
+def test_a_version_1_registry_gains_the_lease_and_takeover_tables_and_sync_specs(
+    registry: Registry,
+) -> None:
     engine = registry.engine
     new = [regdb.sync_leases, regdb.stream_steps, regdb.workers]
     registry.create_connection("shop", SPEC, Credentials())
+    sync_id = registry.create_sync("shop", ["users"])
     with engine.begin() as conn:  # as rawquery-workers with schema version 1 left it
         for table in new:
             table.drop(conn)
+        conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN spec"))
         conn.execute(regdb.meta.update().values(value="1"))
 
     assert ensure_schema(engine) == 2
 
     with engine.connect() as conn:
         assert all(inspect(conn).has_table(table.name) for table in new)
+        assert "spec" in {c["name"] for c in inspect(conn).get_columns("rq_syncs")}
     assert registry.get_connection("shop").spec == SPEC  # kept
+    assert registry.get_sync(sync_id).spec is None  # planned before v2: the current spec
 
 
 def test_registry_shares_the_database_with_the_iceberg_catalog(

@@ -47,7 +47,7 @@ from rawquery_workers.spec.models import Spec
 
 MARKER_SECONDS = 7 * 24 * 3600
 MAX_ATTEMPTS = 5
-ContextFor = Callable[[str], ConnectionContext]
+ContextFor = Callable[[str, str], ConnectionContext]  # (connection, sync id)
 log = logging.getLogger(__name__)
 
 
@@ -127,12 +127,12 @@ def start(sync_id: str, context_for: ContextFor, enqueue: Callable[[dict[str, An
         return
     registry.start_sync(sync_id)
     try:
-        conn = context_for(sync.connection)
+        conn = context_for(sync.connection, sync_id)
         pipeline.refresh_auth(conn.stream(sync.streams[0].stream))
     except RawqueryError as exc:
         for run in sync.streams:
             job = pipeline.StreamJob(sync.connection, sync_id, run.stream)
-            fail_stream(registry, job, conn_redact(context_for, sync.connection, str(exc)))
+            fail_stream(registry, job, conn_redact(context_for, sync.connection, sync_id, str(exc)))
         return
     in_sync = {run.stream for run in sync.streams}
     for run in sync.streams:
@@ -177,9 +177,9 @@ def _children(spec: Spec, sync: SyncRecord, stream: str) -> list[str]:
     ]
 
 
-def conn_redact(context_for: ContextFor, connection: str, message: str) -> str:
+def conn_redact(context_for: ContextFor, connection: str, sync_id: str, message: str) -> str:
     try:
-        return context_for(connection).redactor.redact(message)
+        return context_for(connection, sync_id).redactor.redact(message)
     except Exception:  # the context itself may be what failed to build
         return message
 
@@ -187,14 +187,14 @@ def conn_redact(context_for: ContextFor, connection: str, message: str) -> str:
 def prepare(context_for: ContextFor, job: pipeline.StreamJob) -> None:
     """The refresh-auth step of a segment: renew the lease, make sure auth is usable."""
     renew_lease(job.connection, job.sync_id)
-    pipeline.ensure_auth(context_for(job.connection).stream(job.stream))
+    pipeline.ensure_auth(context_for(job.connection, job.sync_id).stream(job.stream))
 
 
 def fetch(context_for: ContextFor, job: pipeline.StreamJob) -> dict[str, Any]:
     """Fetch a segment's pages into staging, keeping the stream run's `progress` current
     (`progress.ProgressWriter`: per page, throttled; a redelivered fetch starts its segment's
     counts again)."""
-    conn = context_for(job.connection)
+    conn = context_for(job.connection, job.sync_id)
     registry = conn.registry
     writer = ProgressWriter(
         StreamRun(registry, job.sync_id, job.stream).record_now().progress,
@@ -227,7 +227,7 @@ def _write_progress(registry: Registry, job: pipeline.StreamJob, progress: Store
 
 def transform(context_for: ContextFor, ref: dict[str, Any]) -> dict[str, Any]:
     job = pipeline.StreamJob.from_dict(ref["job"])
-    ctx = context_for(job.connection).stream(job.stream)
+    ctx = context_for(job.connection, job.sync_id).stream(job.stream)
     crash_point("transform", job.segment)
     fetched = pipeline.FetchedSegment(
         job,
@@ -249,7 +249,7 @@ def commit(
     staged = pipeline.StagedSegment.from_dict(data)
     job = staged.job
     renew_lease(job.connection, job.sync_id)
-    conn = context_for(job.connection)
+    conn = context_for(job.connection, job.sync_id)
     ctx = conn.stream(job.stream)
     crash_point("before-commit", job.segment)
     next_job = pipeline.commit_segment(ctx, staged)
@@ -278,7 +278,8 @@ def fail_stream(registry: Registry, job: pipeline.StreamJob, error: str) -> None
     registry.steps.finished(job.sync_id, job.stream)
     spec: Spec | None = None
     with contextlib.suppress(Exception):  # cleaning up must not hide the stream's own error
-        conn = ConnectionContext(job.connection, registry=registry)
+        spec_then = registry.get_sync(job.sync_id).spec
+        conn = ConnectionContext(job.connection, registry=registry, spec=spec_then)
         with conn:
             spec = conn.spec
             pipeline.abandon(conn.stream(job.stream), job)

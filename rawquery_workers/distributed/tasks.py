@@ -35,18 +35,23 @@ from rawquery_workers.runner.runs import failure_text
 # module global read when each task ends, so this holds in every pool process.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
-# One context per connection per worker process (HTTP pool, auth, limiter), rebuilt when
-# the connection's spec or credentials change.
-_contexts: dict[str, ConnectionContext] = {}
+# One context per sync of a connection per worker process (HTTP pool, auth, limiter), with
+# the spec the sync was planned with; rebuilt when the connection's credentials change.
+_contexts: dict[tuple[str, str], ConnectionContext] = {}
+_KEPT_CONTEXTS = 8
 
 
-def context_for(name: str) -> ConnectionContext:
-    ctx = _contexts.get(name)
+def context_for(name: str, sync_id: str) -> ConnectionContext:
+    key = (name, sync_id)
+    ctx = _contexts.get(key)
     if ctx is not None and ctx.registry.get_connection(name).updated_at != ctx.updated_at:
         ctx.close()
         ctx = None
     if ctx is None:
-        ctx = _contexts[name] = ConnectionContext(name)
+        spec = open_registry().get_sync(sync_id).spec
+        ctx = _contexts[key] = ConnectionContext(name, spec=spec)
+        while len(_contexts) > _KEPT_CONTEXTS:  # the oldest syncs' contexts go first
+            _contexts.pop(next(iter(_contexts))).close()
     return ctx
 
 
@@ -140,6 +145,8 @@ def _step(job: dict[str, Any] | None, name: str, run: Callable[[StreamJob], Any]
         if not (coordination.sync_exists(stream_job) and coordination.step_is_current(stream_job)):
             return None  # deleted, or taken over, while this step ran: not ours to record
         message = failure_text(exc, name)
-        message = coordination.conn_redact(context_for, stream_job.connection, message)
+        message = coordination.conn_redact(
+            context_for, stream_job.connection, stream_job.sync_id, message
+        )
         coordination.fail_stream(open_registry(), stream_job, message)
         return None

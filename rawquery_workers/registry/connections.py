@@ -109,5 +109,7 @@ def plan_sync(
             f"its streams are {', '.join(known)}"
         )
     chosen = spec.with_parents(chosen)  # a child stream's parent syncs first, in the same sync
-    sync_id = registry.create_sync(name, chosen, full_refresh=full_refresh, trigger=trigger)
+    sync_id = registry.create_sync(
+        name, chosen, full_refresh=full_refresh, trigger=trigger, spec=record.spec
+    )
     return sync_id, chosen

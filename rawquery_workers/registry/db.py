@@ -57,8 +57,9 @@ Migration = Callable[[Connection], None]
 # version -> the function taking a database from version-1 to version. Migrations see the
 # old tables as they were; `ensure_schema` then creates any table that is new in the code.
 def _v2_leases_and_steps(conn: Connection) -> None:
-    """Version 2 only adds tables (rq_sync_leases, rq_stream_steps, rq_workers), which
-    `ensure_schema` creates after the migrations: nothing to change in the old ones."""
+    """Version 2: each sync keeps its spec (`rq_syncs.spec`); the new tables (rq_sync_leases,
+    rq_stream_steps, rq_workers) are created by `ensure_schema` after the migrations."""
+    conn.execute(text("ALTER TABLE rq_syncs ADD COLUMN spec TEXT"))
 
 
 MIGRATIONS: dict[int, Migration] = {2: _v2_leases_and_steps}
@@ -147,6 +148,8 @@ syncs = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("error", Text, nullable=True),
+    # The spec the sync was planned with: a running sync keeps it whatever `update` does.
+    Column("spec", JSONText, nullable=True),
     Index("ix_rq_syncs_connection_status", "connection", "status"),
 )
 

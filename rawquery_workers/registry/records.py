@@ -53,6 +53,7 @@ class SyncRecord:
     finished_at: datetime | None
     error: str | None
     streams: tuple[StreamRunRecord, ...]
+    spec: dict[str, Any] | None = None  # as planned (None: a sync recorded before v2)
 
 
 def connection_record(row: RowMapping) -> ConnectionRecord:
@@ -99,4 +100,5 @@ def sync_record(conn: Connection, row: RowMapping) -> SyncRecord:
         finished_at=row["finished_at"],
         error=row["error"],
         streams=tuple(run_record(r) for r in runs),
+        spec=row.get("spec"),
     )

@@ -235,8 +235,10 @@ class Registry:
         streams: Sequence[str],
         full_refresh: bool = False,
         trigger: str = "manual",
+        spec: dict[str, Any] | None = None,
     ) -> str:
-        """Record a queued sync with one queued run per stream; returns the sync id."""
+        """Record a queued sync with one queued run per stream (and the spec it runs with:
+        an `update` while it runs does not change it); returns the sync id."""
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}, not {trigger!r}")
         names = list(dict.fromkeys(streams))
@@ -254,6 +256,7 @@ class Registry:
                     full_refresh=full_refresh,
                     trigger=trigger,
                     created_at=utcnow(),
+                    spec=spec,
                 )
             )
             for stream in names:

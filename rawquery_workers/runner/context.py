@@ -52,13 +52,15 @@ class ConnectionContext:
         registry: Registry | None = None,
         settings: Settings | None = None,
         on_progress: ProgressHook | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
+        """`spec`: the one a sync was planned with (default: the connection's current one)."""
         self.name = name
         self.settings = settings or get_settings()
         self.registry = registry or open_registry(self.settings)
         record = self.registry.get_connection(name)
         self.updated_at = record.updated_at
-        self.spec = parse_spec(record.spec, source=f"connection '{name}'")
+        self.spec = parse_spec(spec or record.spec, source=f"connection '{name}'")
         self.credentials = self.registry.get_credentials(name)
         self.on_progress = on_progress
         self.sink = open_sink(self.settings)

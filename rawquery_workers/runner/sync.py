@@ -79,7 +79,11 @@ def _run_streams(
     registry.start_sync(sync_id)
     try:
         with ConnectionContext(
-            sync.connection, registry=registry, settings=settings, on_progress=on_progress
+            sync.connection,
+            registry=registry,
+            settings=settings,
+            on_progress=on_progress,
+            spec=sync.spec,  # the spec it was planned with, whatever `update` does meanwhile
         ) as conn:
             auth_error = _refresh(conn)
             failed: set[str] = set()

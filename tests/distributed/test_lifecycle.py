@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
+
+import orjson
+import pytest
 
 from rawquery_workers.registry import open_registry
 from tests.distributed.conftest import Dist, Shop, Workers, table_ids
@@ -92,3 +96,34 @@ def test_redis_down_when_a_sync_starts_is_a_clear_error_that_stores_nothing(
     registry = open_registry()
     assert registry.leases.holder("noredis") is None
     assert all(run.status == "never" for run in registry.latest_stream_runs("noredis", ["orders"]))
+
+
+@pytest.mark.parametrize("mode", ["embedded", "distributed"])
+def test_a_running_sync_keeps_the_spec_it_started_with(
+    dist: Dist, workers: Workers, shop: Shop, tmp_path: Path, mode: str
+) -> None:
+    gate = threading.Event()
+    hanging(shop, gate)
+    shop.add("customers", ROWS)
+    dist.connect("changing", shop.spec())
+    if mode == "distributed":
+        workers.start(1)
+        first = dist.rq_background("connections", "sync", "changing")
+    else:
+        first = run_embedded(dist, "connections", "sync", "changing")
+    try:
+        wait_for(lambda: open_registry().leases.holder("changing"), 60, "the sync's lease")
+        smaller = tmp_path / "smaller.json"
+        smaller.write_bytes(orjson.dumps(shop.spec(["customers"])))  # orders is gone
+
+        updated = dist.rq("connections", "update", "changing", "--spec", str(smaller))
+
+        assert updated.returncode == 0, updated.stderr
+    finally:
+        gate.set()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err  # both streams of the spec it started with
+    assert table_ids("changing", "orders") == list(range(1, ROWS + 1))
+    assert table_ids("changing", "customers") == list(range(1, ROWS + 1))
+    assert "internal error" not in out + err
+    assert list(dist.status("changing")) == ["customers"]  # the next syncs use the new spec
