@@ -316,3 +316,32 @@ def test_sync_conflict_names_the_running_sync_and_how_to_follow_it() -> None:
     assert f"on {socket.gethostname()}/{os.getpid()})" in message
     assert message.endswith("follow it with `rq connections status shop`")
     assert str(sync_conflict("shop", None)).startswith("connection shop is already syncing; ")
+
+
+# --- takeover of a dead worker's stream (registry/takeover.py) -------------------------------
+
+
+def test_a_taken_over_stream_drops_the_dead_worker_s_late_delivery(rq_home: Path) -> None:
+    registry, (sync_id,) = _registry_with_syncs(1)
+    registry.start_sync(sync_id)
+    registry.update_stream_run(sync_id, "orders", status="running")
+    steps = registry.steps
+    job = {"connection": "shop", "sync_id": sync_id, "stream": "orders", "segment": 3}
+    steps.handed_on(sync_id, "orders", job, epoch=0)
+    assert steps.abandoned() == []  # queued, no worker yet: never taken over
+    assert steps.started(sync_id, "orders", 0, "w1@host")
+    steps.beat("w2@host", 2)
+    assert [s.worker for s in steps.abandoned()] == ["w1@host"]  # w1 never beat
+
+    [step] = steps.abandoned()
+    taken = steps.take_over(step)
+
+    assert taken == {**job, "epoch": 1}
+    assert steps.take_over(step) is None  # a second reaper loses the race
+    assert not steps.started(sync_id, "orders", 0, "w1@host")  # the redelivered old message
+    assert steps.started(sync_id, "orders", 1, "w2@host")
+    steps.beat("w2@host", 2)
+    assert steps.abandoned() == []  # w2 is alive
+    steps.released(sync_id, "orders", 1, "w2@host")
+    steps.finished(sync_id, "orders")
+    assert steps.started_epoch(sync_id, "orders") is None
