@@ -70,7 +70,14 @@ def fire_due(
             )
             log.warning("skipped the scheduled sync of %s: %s", record.name, exc)
             continue
-        enqueue(sync_id)
+        try:
+            enqueue(sync_id)
+        except Exception as exc:  # the broker is away: say so where status shows it
+            why = f"scheduled sync of {slot:%Y-%m-%d %H:%M} UTC not started: Redis unreachable"
+            registry.finish_sync(sync_id, "failed", error=f"{why} ({type(exc).__name__})")
+            registry.leases.release(record.name, sync_id)
+            log.warning("could not enqueue the scheduled sync of %s: %s", record.name, exc)
+            continue
         fired.append(record.name)
     return fired
 

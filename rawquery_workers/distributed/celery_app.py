@@ -15,6 +15,16 @@ from rawquery_workers.settings import get_settings
 START_SYNC = "rq.start_sync"
 
 
+WORKER_PUBLISH_RETRY = {
+    "max_retries": 20,
+    "interval_start": 0.5,
+    "interval_step": 1.0,
+    "interval_max": 5.0,
+}
+# The CLI says at once that Redis is away (nothing is queued then; see connections_cmd).
+CLI_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
+
+
 def make_app() -> Celery:
     url = get_settings().redis_url or "redis://127.0.0.1:6379/0"
     celery = Celery("rawquery_workers", broker=url, backend=url)
@@ -32,6 +42,10 @@ def make_app() -> Celery:
         result_backend_transport_options={"visibility_timeout": 3600},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        # A worker handing a chain's next step on rides out a broker outage of about a
+        # minute and a half instead of giving the step up after a second (the default).
+        task_publish_retry=True,
+        task_publish_retry_policy=WORKER_PUBLISH_RETRY,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
@@ -48,4 +62,9 @@ def enqueue_sync(sync_id: str) -> None:
     """Hand a planned (and claimed: `lease.claim`) sync to the workers (`rq.start_sync`)."""
     # A task's own `delay` adds ignore_result from the app's config; by name, say it here,
     # else Celery would subscribe to the result of a task that never stores one.
-    app.send_task(START_SYNC, args=(sync_id,), ignore_result=app.conf.task_ignore_result)
+    app.send_task(
+        START_SYNC,
+        args=(sync_id,),
+        ignore_result=app.conf.task_ignore_result,
+        retry_policy=CLI_PUBLISH_RETRY,
+    )

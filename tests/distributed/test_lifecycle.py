@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.distributed.conftest import Dist, Shop, Workers, table_ids
 from tests.distributed.test_fencing import run_embedded
 from tests.support.api_server import RecordedRequest
 from tests.support.polling import wait_for
+from tests.support.redis_server import RedisServer
 
 ROWS = 30
 
@@ -127,3 +129,39 @@ def test_a_running_sync_keeps_the_spec_it_started_with(
     assert table_ids("changing", "customers") == list(range(1, ROWS + 1))
     assert "internal error" not in out + err
     assert list(dist.status("changing")) == ["customers"]  # the next syncs use the new spec
+
+
+def test_a_redis_outage_with_persistence_delays_a_sync_and_fails_nothing(
+    dist: Dist, workers: Workers, shop: Shop
+) -> None:
+    """Redis SIGKILLed mid-sync and back 5 s later with its append-only file (as in
+    production): the sync is delayed, not failed, and lands every row once."""
+    persistent = RedisServer(dist.redis.port, persistent=True)
+    dist.redis.stop()
+    persistent.start()
+    try:
+        shop.add("orders", 120)
+        served = threading.Event()
+
+        def slow(request: RecordedRequest, offset: int) -> Any:
+            if offset >= 50:
+                served.set()  # past the first segments: some data is committed
+            time.sleep(0.1)
+            return None
+
+        shop.hooks["orders"] = slow
+        dist.connect("blip", shop.spec())
+        workers.start(2)
+        first = dist.rq_background("connections", "sync", "blip")
+        assert served.wait(60)
+        persistent.kill()
+        time.sleep(5)  # the outage itself is what is under test
+        persistent.start()
+        out, err = first.communicate(timeout=240)
+
+        assert first.returncode == 0, out + err
+        assert table_ids("blip", "orders") == list(range(1, 121))
+        assert dist.status("blip")["orders"]["status"] == "succeeded"
+    finally:
+        persistent.close()
+        dist.redis.start()

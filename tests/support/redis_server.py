@@ -45,7 +45,9 @@ def _answers_ping(port: int) -> bool:
 class RedisServer:
     """One `redis-server` process; `port` stays the same across `restart()`."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+        """`persistent`: an append-only file fsynced on every write, so a restart (even
+        after a SIGKILL) keeps every key, as a production Redis with AOF does."""
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server is not on PATH; install it to run these tests")
@@ -54,6 +56,7 @@ class RedisServer:
         self.port = port if port is not None else _free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="rq-redis-"))
         self._process: subprocess.Popen[bytes] | None = None
+        self._persistent = persistent
 
     @property
     def url(self) -> str:
@@ -82,7 +85,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self._persistent else "no",
+            "--appendfsync", "always",
             "--dir", str(self._dir),
             "--logfile", str(self._dir / "redis.log"),
             "--daemonize", "no",
