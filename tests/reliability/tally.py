@@ -14,7 +14,7 @@ class Tally:
     parser_inputs_fuzzed: int = 0
     rows_lost: int = 0
     secrets_leaked: int = 0
-    # seconds from killing a worker to its stream advancing on another one
+    # seconds from killing a worker (or its pool process) to its stream advancing again
     recovery_seconds: list[float] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -23,8 +23,8 @@ class Tally:
             median = statistics.median(self.recovery_seconds)
             worst = max(self.recovery_seconds)
             recovery = [
-                f"takeovers:        {len(self.recovery_seconds)}, median {median:.1f}s, "
-                f"worst {worst:.1f}s (must be < 120s)"
+                f"recoveries:       {len(self.recovery_seconds)} worker kills, kill to the "
+                f"stream advancing: median {median:.1f}s, worst {worst:.1f}s (must be < 120s)"
             ]
         return [
             f"faults injected:  {self.faults_injected}",

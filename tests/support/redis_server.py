@@ -130,6 +130,13 @@ class RedisServer:
             process.kill()
             process.wait()
 
+    def forget(self) -> None:
+        """Delete what a persistent server keeps on disk: its next start is empty, as a
+        Redis without persistence comes back."""
+        for path in self._dir.iterdir():
+            if path.name != "redis.log":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
     def close(self) -> None:
         self.kill()
         shutil.rmtree(self._dir, ignore_errors=True)
