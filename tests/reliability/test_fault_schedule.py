@@ -12,7 +12,10 @@ its fetches are under way injects one fault drawn (seeded) from:
 - `pause`: SIGSTOP of a pool process for longer than the lease (4 s), then SIGCONT;
 - `redis`: SIGKILL of redis-server, back 3 s later with its append-only file;
 - `redis-empty`: the same, but back empty (the queue is lost: the sync may end lost, and
-  the next sync must pick up exactly).
+  the next sync must pick up exactly);
+- `catalog`: the catalog and registry database (SQLite here) held under an exclusive lock
+  for 5 s, as a stalled database server would: every commit, lease renewal and step
+  record waits.
 
 Dead workers are replaced, like a supervisor would. After every run the three tables must
 equal the API's records exactly (no lost, stale or duplicate row); a run whose sync did not
@@ -25,6 +28,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -41,7 +45,7 @@ from tests.support.redis_server import RedisServer
 __all__ = ["workers"]  # a fixture of the distributed tests, used here
 
 SEED = 20261203
-FAULTS = ["child", "main", "group", "pause", "redis", "redis-empty"]
+FAULTS = ["child", "main", "group", "pause", "redis", "redis-empty", "catalog"]
 STREAMS = {"orders": 100, "customers": 70, "refunds": 50}
 LEASE = "4"
 
@@ -143,7 +147,7 @@ def finished(sync_id: str) -> bool:
     return open_registry().get_sync(sync_id).status in ("succeeded", "failed")
 
 
-def inject(fault: str, victim: Worker, redis: RedisServer, api: Api) -> float | None:
+def inject(fault: str, victim: Worker, redis: RedisServer, api: Api, dist: Dist) -> float | None:
     """Inject `fault`; for a worker kill, return when it happened (to time the recovery)."""
     children = victim.children()
     if fault == "child" and children:
@@ -160,6 +164,15 @@ def inject(fault: str, victim: Worker, redis: RedisServer, api: Api) -> float | 
         os.kill(children[0], signal.SIGSTOP)
         time.sleep(float(LEASE) + 2)  # past the lease: the pause itself is the fault
         os.kill(children[0], signal.SIGCONT)
+        return None
+    if fault == "catalog":
+        database = sqlite3.connect(dist.home / "catalog.db", timeout=30)
+        try:
+            database.execute("BEGIN EXCLUSIVE")
+            time.sleep(5)  # the stall itself is the fault
+        finally:
+            database.rollback()
+            database.close()
         return None
     if fault in ("redis", "redis-empty"):
         redis.kill()
@@ -202,7 +215,7 @@ def _run(
     stream, node = next(iter(busy.items()))
     victim = next(w for w in workers.running if w.node == node)
     at_kill = position(sync_id, stream)
-    killed = inject(fault, victim, redis, api)
+    killed = inject(fault, victim, redis, api, dist)
     TALLY.faults_injected += 1
     if killed is not None:
         workers.supervise()  # a supervisor replaces the dead worker
