@@ -8,20 +8,30 @@ the other workers' reapers take its streams over within DEAD_AFTER plus one roun
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from rawquery_workers.distributed.redis_keys import redis_client
 from rawquery_workers.errors import RawqueryError
 from rawquery_workers.registry import open_registry
 from rawquery_workers.registry.takeover import BEAT_SECONDS, DEAD_AFTER
+from rawquery_workers.settings import get_settings
+
+QUEUE = "celery"  # Celery's default queue: every task goes there (deploy/README.md)
+UNACKED = "unacked"  # kombu's Redis transport: messages delivered and not yet acked
+_MAX_SCANNED = 50_000  # a longer queue is not read: its steps are taken to be in it
 
 log = logging.getLogger(__name__)
 _started: set[str] = set()
+_missing: set[tuple[str, str, int]] = set()  # steps whose message the last round missed
 
 
 def start(node: str, enqueue: Callable[[dict[str, Any]], None]) -> threading.Thread | None:
@@ -39,7 +49,7 @@ def _run(node: str, enqueue: Callable[[dict[str, Any]], None]) -> None:
     while True:
         try:
             reap_once(node, enqueue)
-        except (SQLAlchemyError, RawqueryError, OSError) as exc:  # the registry is away
+        except (SQLAlchemyError, RawqueryError, OSError, redis.RedisError) as exc:  # away
             log.warning("reaper of %s: %s; trying again", node, exc)
         except Exception:  # a bug here must not stop the worker's beat for good
             log.exception("reaper of %s failed; trying again", node)
@@ -47,20 +57,29 @@ def _run(node: str, enqueue: Callable[[dict[str, Any]], None]) -> None:
 
 
 def reap_once(node: str, enqueue: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
-    """One round: beat, then hand on again every step abandoned by a dead worker; returns
-    the jobs handed on."""
+    """One round: beat, then hand on again every step abandoned by a dead worker, and every
+    step whose message Redis lost (it came back empty); returns the jobs handed on."""
     steps = open_registry().steps
     steps.beat(node, os.getpid())
     taken = []
-    for step in steps.abandoned(DEAD_AFTER):
-        if step.worker == node:
-            continue  # our own step (a pool child still at it): we are alive
+    abandoned = [s for s in steps.abandoned(DEAD_AFTER) if s.worker != node]
+    queued = steps.queued_since(DEAD_AFTER)
+    if queued:
+        present = _jobs_in_redis()
+        missing = {(s.sync_id, s.stream, s.epoch) for s in queued} - present
+        # Missing in two reads a round apart: a message moving from the queue to a worker
+        # between the two reads of one round is not mistaken for a lost one.
+        abandoned += [s for s in queued if (s.sync_id, s.stream, s.epoch) in missing & _missing]
+        _missing.clear()
+        _missing.update(missing)
+    for step in abandoned:
         job = steps.take_over(step)
         if job is None:
             continue  # another reaper was first
+        why = f"worker {step.worker} stopped beating" if step.worker else "Redis lost its message"
         log.warning(
-            "worker %s stopped beating: taking over stream %s of sync %s at segment %s",
-            step.worker,
+            "%s: taking over stream %s of sync %s at segment %s",
+            why,
             step.stream,
             step.sync_id,
             job.get("segment"),
@@ -68,3 +87,41 @@ def reap_once(node: str, enqueue: Callable[[dict[str, Any]], None]) -> list[dict
         enqueue(job)
         taken.append(job)
     return taken
+
+
+def _jobs_in_redis() -> set[tuple[str, str, int]]:
+    """(sync id, stream, epoch) of every step message in the queue or delivered and not yet
+    acknowledged. A queue too long to read counts as holding everything (nothing is taken
+    over on its account)."""
+    client = redis_client(get_settings())
+    if client.llen(QUEUE) > _MAX_SCANNED:
+        return _EVERYTHING
+    messages = list(client.lrange(QUEUE, 0, -1))
+    for value in client.hvals(UNACKED):
+        try:
+            messages.append(orjson.dumps(orjson.loads(value)[0]))
+        except (orjson.JSONDecodeError, IndexError, TypeError):
+            continue
+    return {found for raw in messages if (found := _step_of(raw)) is not None}
+
+
+def _step_of(raw: bytes | str) -> tuple[str, str, int] | None:
+    """The (sync id, stream, epoch) a Celery message (protocol 2, JSON) carries, if any."""
+    try:
+        message = orjson.loads(raw)
+        body = orjson.loads(base64.b64decode(message["body"]))
+        arg = body[0][0] if body and body[0] else None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+        return None
+    job = arg.get("job") if isinstance(arg, dict) and "job" in arg else arg
+    if not isinstance(job, dict) or "sync_id" not in job:
+        return None
+    return (str(job["sync_id"]), str(job.get("stream")), int(job.get("epoch") or 0))
+
+
+class _Everything(set[tuple[str, str, int]]):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_EVERYTHING = _Everything()
