@@ -115,20 +115,25 @@ def count_attempt(job: pipeline.StreamJob, step: str) -> int:
 
 
 def start(sync_id: str, context_for: ContextFor, enqueue: Callable[[dict[str, Any]], None]) -> None:
-    """Check the lease, refresh auth once, and start every stream's first segment."""
+    """Check the lease, refresh auth once, and start every stream's first segment. A start
+    delivered again (its worker died, or Redis went away half-way) starts the streams the
+    first delivery did not get to, and no other."""
     registry = open_registry()
     sync = registry.get_sync(sync_id)
-    if sync.status != "queued":
-        return  # a redelivered start of a sync already under way (or refused)
+    if sync.status not in ("queued", "running"):
+        return  # a redelivered start of a sync that has ended (or was refused)
     try:
         renew_lease(sync.connection, sync_id)
     except ConflictError as exc:
         registry.finish_sync(sync_id, "failed", error=str(exc))
         return
-    registry.start_sync(sync_id)
+    first = sync.status == "queued"
+    if first:
+        registry.start_sync(sync_id)
     try:
         conn = context_for(sync.connection, sync_id)
-        pipeline.refresh_auth(conn.stream(sync.streams[0].stream))
+        if first:
+            pipeline.refresh_auth(conn.stream(sync.streams[0].stream))
     except RawqueryError as exc:
         for run in sync.streams:
             job = pipeline.StreamJob(sync.connection, sync_id, run.stream)
@@ -148,12 +153,16 @@ def _start_stream(
     full_refresh: bool,
     enqueue: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Start a stream's first segment, once (a redelivered step may ask again)."""
-    if not _once(segment_enqueued_key(conn.name, sync_id, stream, 0)):
-        return
+    """Start a stream's first segment, once: the registry's queued -> running is the one
+    transition that may (a redelivered step may ask again; a hand-on lost on the way is
+    found by the reapers, registry/takeover.py)."""
     job = pipeline.start_job(conn.stream(stream), sync_id, full_refresh)
-    StreamRun(conn.registry, sync_id, stream).start()
-    hand_on(conn.registry, job, enqueue)
+    data = job.to_dict()
+    # Recorded before the claim: a worker dying between the claim and the enqueue leaves a
+    # step the reapers see without its message, and hand on again.
+    conn.registry.steps.handed_on(sync_id, stream, data, job.epoch, only_if_new=True)
+    if conn.registry.claim_stream_start(sync_id, stream):
+        enqueue(data)
 
 
 def hand_on(

@@ -12,6 +12,7 @@ import base64
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from rawquery_workers.settings import get_settings
 
 QUEUE = "celery"  # Celery's default queue: every task goes there (deploy/README.md)
 UNACKED = "unacked"  # kombu's Redis transport: messages delivered and not yet acked
+UNACKED_INDEX = "unacked_index"  # ... and when each was delivered (a sorted set)
 _MAX_SCANNED = 50_000  # a longer queue is not read: its steps are taken to be in it
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,14 @@ def _jobs_in_redis() -> set[tuple[str, str, int]]:
     if client.llen(QUEUE) > _MAX_SCANNED:
         return _EVERYTHING
     messages = list(client.lrange(QUEUE, 0, -1))
-    for value in client.hvals(UNACKED):
+    # Delivered and not acked: a worker takes a message only when it has a free slot
+    # (prefetch 1, acks late), so one delivered DEAD_AFTER ago whose step never started
+    # went to a worker that died holding it (Redis would hand it out again in an hour).
+    tags = client.zrangebyscore(UNACKED_INDEX, time.time() - DEAD_AFTER, "+inf")
+    recent = [tag for tag in tags if isinstance(tag, bytes | str)]
+    for value in client.hmget(UNACKED, recent) if recent else []:
+        if value is None:
+            continue
         try:
             messages.append(orjson.dumps(orjson.loads(value)[0]))
         except (orjson.JSONDecodeError, IndexError, TypeError):

@@ -380,6 +380,18 @@ class Registry:
             )
             return [sync_record(conn, row) for row in rows]
 
+    def claim_stream_start(self, sync_id: str, stream: str) -> bool:
+        """Move a queued stream run to running; False when it is not queued (another
+        delivery started it, or it ended)."""
+        with write_tx(self.engine) as conn:
+            done = conn.execute(
+                update(stream_runs)
+                .where(stream_runs.c.sync_id == sync_id, stream_runs.c.stream == stream)
+                .where(stream_runs.c.status == "queued")
+                .values(status="running", started_at=utcnow())
+            )
+            return bool(done.rowcount)
+
     def forget_sync(self, sync_id: str) -> None:
         """Remove a planned sync that never started (it could not be handed to workers)."""
         with write_tx(self.engine) as conn:

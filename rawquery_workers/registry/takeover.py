@@ -57,10 +57,30 @@ class StreamSteps:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def handed_on(self, sync_id: str, stream: str, job: dict[str, Any], epoch: int) -> None:
-        """Record the job just enqueued for the stream (no worker runs it yet)."""
+    def handed_on(
+        self,
+        sync_id: str,
+        stream: str,
+        job: dict[str, Any],
+        epoch: int,
+        *,
+        only_if_new: bool = False,
+    ) -> None:
+        """Record the job just enqueued for the stream (no worker runs it yet); with
+        `only_if_new`, only when the stream has no step recorded yet (its first segment)."""
         values = {"epoch": epoch, "job": job, "worker": None, "handed_at": time.time()}
         with write_tx(self.engine) as conn:
+            if only_if_new:
+                known = conn.execute(
+                    select(stream_steps.c.epoch).where(
+                        stream_steps.c.sync_id == sync_id, stream_steps.c.stream == stream
+                    )
+                ).first()
+                if known is None:
+                    conn.execute(
+                        insert(stream_steps).values(sync_id=sync_id, stream=stream, **values)
+                    )
+                return
             done = conn.execute(
                 update(stream_steps)
                 .where(stream_steps.c.sync_id == sync_id, stream_steps.c.stream == stream)

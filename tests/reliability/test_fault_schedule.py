@@ -33,6 +33,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from rawquery_workers.registry import open_registry
 from rawquery_workers.registry.db import read_tx, stream_steps
 from tests.distributed.conftest import Dist, Worker, Workers, workers
@@ -183,6 +185,7 @@ def inject(fault: str, victim: Worker, redis: RedisServer, api: Api, dist: Dist)
     return None
 
 
+@pytest.mark.timeout(900)  # nine runs, five of them waiting out a takeover
 def test_a_seeded_fault_schedule_ends_exact_every_time(dist: Dist, workers: Workers) -> None:
     rng = random.Random(SEED)
     schedule = FAULTS + rng.sample(FAULTS, 2)  # every kind once, then two drawn
