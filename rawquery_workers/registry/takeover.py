@@ -11,9 +11,9 @@ job is handed on again from the segment it was in, which resumes after the last 
 segment (a commit repeated by the takeover is a no-op). The dead worker's own message,
 delivered again later, carries the old epoch and is dropped (`started` says so).
 
-A step queued for a free worker has no worker: it is taken over only when its message is
-in neither Redis' queue nor its unacknowledged set (`queued_since`, and the reaper looks),
-which happens when Redis comes back empty after a restart without persistence.
+A step queued for a free worker has no worker: it is never taken over, however long the
+queue. (So a Redis that comes back empty, having lost the queue, leaves those syncs to be
+marked lost when their lease runs out; the next sync resumes exactly.)
 
 A paused worker still beats from its main process: its steps are not taken over,
 and the lease and the commit fence deal with it instead.
@@ -179,28 +179,6 @@ class StreamSteps:
             Abandoned(r["sync_id"], r["stream"], r["epoch"], r["worker"], dict(r["job"]))
             for r in rows
         ]
-
-    def queued_since(self, older_than: float) -> list[Abandoned]:
-        """Steps of running streams whose message was published more than `older_than`
-        seconds ago and not taken by any worker since: queued, or lost with a Redis that
-        came back empty."""
-        cutoff = time.time() - older_than
-        query = (
-            select(stream_steps)
-            .join(syncs, syncs.c.id == stream_steps.c.sync_id)
-            .join(
-                stream_runs,
-                and_(
-                    stream_runs.c.sync_id == stream_steps.c.sync_id,
-                    stream_runs.c.stream == stream_steps.c.stream,
-                ),
-            )
-            .where(stream_steps.c.worker.is_(None), stream_steps.c.handed_at < cutoff)
-            .where(syncs.c.status == "running", stream_runs.c.status == "running")
-        )
-        with read_tx(self.engine) as conn:
-            rows = conn.execute(query).mappings().all()
-        return [Abandoned(r["sync_id"], r["stream"], r["epoch"], "", dict(r["job"])) for r in rows]
 
     def take_over(self, step: Abandoned) -> dict[str, Any] | None:
         """Claim an abandoned step for a new delivery: its job with the next epoch, or None
