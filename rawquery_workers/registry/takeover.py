@@ -192,9 +192,7 @@ class StreamSteps:
                     stream_steps.c.sync_id == step.sync_id,
                     stream_steps.c.stream == step.stream,
                     stream_steps.c.epoch == step.epoch,
-                    stream_steps.c.worker == step.worker
-                    if step.worker
-                    else stream_steps.c.worker.is_(None),
+                    stream_steps.c.worker == step.worker,
                 )
                 .values(epoch=epoch, job=job, worker=None, handed_at=time.time())
             )

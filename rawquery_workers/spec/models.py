@@ -38,7 +38,7 @@ from pydantic import (
 
 from rawquery_workers.spec.credentials import Credentials, flag_for
 from rawquery_workers.spec.origin import same_origin
-from rawquery_workers.spec.templating import is_only, placeholders
+from rawquery_workers.spec.templating import is_only, placeholders, strings
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -1131,10 +1131,8 @@ def _cursor_use_problems(stream: Stream, path: str, value: JsonValue) -> list[tu
         why = "'{{cursor}}' needs the stream's 'cursor_field' (the saved cursor it stands for)"
         return [(path, why)]
     embedded = any(
-        isinstance(text, str)
-        and "cursor" in set(placeholders(text))
-        and not is_only(text, "cursor")
-        for text in _strings(value)
+        "cursor" in set(placeholders(text)) and not is_only(text, "cursor")
+        for text in strings(value)
     )
     if embedded and stream.cursor_start is None:
         why = (
@@ -1143,17 +1141,6 @@ def _cursor_use_problems(stream: Stream, path: str, value: JsonValue) -> list[tu
         )
         return [(path, why)]
     return []
-
-
-def _strings(value: JsonValue) -> typing.Iterator[JsonValue]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    else:
-        yield value
 
 
 def _header_problems(where: str, headers: dict[str, str]) -> list[tuple[str, str]]:

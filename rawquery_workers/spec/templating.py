@@ -17,16 +17,22 @@ from rawquery_workers.errors import SpecError
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 
 
-def placeholders(value: JsonValue) -> Iterator[str]:
-    """Every placeholder name in `value`, searching nested dicts and lists."""
+def strings(value: JsonValue) -> Iterator[str]:
+    """Every string in `value`, searching nested dicts and lists."""
     if isinstance(value, str):
-        yield from (m.group(1) for m in _PLACEHOLDER.finditer(value))
+        yield value
     elif isinstance(value, dict):
         for item in value.values():
-            yield from placeholders(item)
+            yield from strings(item)
     elif isinstance(value, list):
         for item in value:
-            yield from placeholders(item)
+            yield from strings(item)
+
+
+def placeholders(value: JsonValue) -> Iterator[str]:
+    """Every placeholder name in `value`, searching nested dicts and lists."""
+    for text in strings(value):
+        yield from (m.group(1) for m in _PLACEHOLDER.finditer(text))
 
 
 def is_only(value: JsonValue, name: str) -> bool:
