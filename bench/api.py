@@ -12,12 +12,15 @@ the server is not the bottleneck). Record shape (issue 6): 12 fields, a nested o
     GET /cursor?cursor=&limit=          {"data": [...], "next_cursor": "c…" | null}
     GET /next?page=                     {"data": [...], "next": "http://…/next?page=p+1" | null}
     GET /link?page=                     [...] with `Link: <…/link?page=p+1>; rel="next"`
+    GET /parents                        {"data": [{"id": 1}, …]}: `--parents` of them
+    GET /parents/ID/orders              {"data": [...]}: parent ID's share of the records
     GET /_stats                         {"requests", "cpu_seconds", "log": [[t, status], …]}
     POST /_reset                        clears the request log and counters
 
-Options: a bearer token (401 without it) and an enforced rate limit (a token bucket of
+Options: a bearer token (401 without it), an enforced rate limit (a token bucket of
 `rate` per second and `burst`; over it: 429 with Retry-After), with every request's
-monotonic time and status kept in the log for limiter precision.
+monotonic time and status kept in the log for limiter precision, and `--latency` seconds
+added to every answer (a real API's 50-300 ms; answers overlap, as a real server's do).
 
 From Python: `with BenchApi(records=200_000) as api: api.url` starts it in a subprocess.
 """
@@ -166,8 +169,11 @@ class Limit:
 
 
 class Server:
-    def __init__(self, pages: Pages, token: str | None, limit: Limit) -> None:
+    def __init__(
+        self, pages: Pages, token: str | None, limit: Limit, latency: float = 0.0, parents: int = 0
+    ) -> None:
         self.pages, self.token, self.limit = pages, token, limit
+        self.latency, self.parents = latency, parents
         self.log: list[tuple[float, int]] = []
         self.requests = 0
 
@@ -217,6 +223,15 @@ class Server:
             cursor = params.get("cursor") or "c0"
             offset, limit = int(cursor[1:]), int(params.get("limit", size))
             style = "cursor"
+        elif path == "/parents":
+            return 200, orjson.dumps({"data": [{"id": n} for n in range(1, self.parents + 1)]}), []
+        elif path.startswith("/parents/") and self.parents:
+            share = self.pages.count // self.parents
+            parent = int(path.split("/")[2])
+            if not 1 <= parent <= self.parents:
+                return 404, b'{"error":"no such parent"}', []
+            data = self.pages.records((parent - 1) * share, share)
+            return 200, b'{"data":' + data + b"}", []
         elif path in ("/pages", "/next", "/link"):
             limit = int(params.get("per_page", size))
             offset = (int(params.get("page", 1)) - 1) * limit
@@ -253,15 +268,28 @@ class Protocol(asyncio.Protocol):
             lines_out = [f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}",
                          "Content-Type: application/json", f"Content-Length: {len(body)}",
                          *extra]  # fmt: skip
-            self.transport.write(("\r\n".join(lines_out) + "\r\n\r\n").encode() + body)
-            if headers.get("connection", "").lower() == "close":
-                self.transport.close()
+            answer = ("\r\n".join(lines_out) + "\r\n\r\n").encode() + body
+            close = headers.get("connection", "").lower() == "close"
+            if self.server.latency > 0 and not target.startswith("/_"):
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.server.latency, self._send, answer, close)
+            else:
+                self._send(answer, close)
+            if close:
                 return
+
+    def _send(self, answer: bytes, close: bool) -> None:
+        if self.transport.is_closing():
+            return
+        self.transport.write(answer)
+        if close:
+            self.transport.close()
 
 
 def serve(args: argparse.Namespace) -> None:
     pages = Pages(args.records, args.page_size)
-    server = Server(pages, args.token, Limit(args.rate, args.burst or max(1, int(args.rate or 1))))
+    limit = Limit(args.rate, args.burst or max(1, int(args.rate or 1)))
+    server = Server(pages, args.token, limit, args.latency, args.parents)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -285,8 +313,11 @@ class BenchApi:
         token: str | None = None,
         rate: float | None = None,
         burst: int | None = None,
+        latency: float = 0.0,
+        parents: int = 0,
     ) -> None:
         self.args = [f"--records={records}", f"--page-size={page_size}"]
+        self.args += [f"--latency={latency}", f"--parents={parents}"]
         self.args += [f"--token={token}"] if token else []
         self.args += [f"--rate={rate}"] if rate else []
         self.args += [f"--burst={burst}"] if burst else []
@@ -343,6 +374,8 @@ def main() -> None:
     parser.add_argument("--token", default=None)
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--burst", type=int, default=None)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to answers")
+    parser.add_argument("--parents", type=int, default=0, help="parents at /parents")
     serve(parser.parse_args())
 
 

@@ -23,36 +23,59 @@ import orjson
 NAME = "bench"
 
 
-def spec(url: str, page_size: int = 100, token: bool = True) -> dict[str, Any]:
-    return {
+STYLES = ("offset", "pages", "cursor", "children")
+PAGINATION: dict[str, dict[str, Any]] = {
+    "offset": {"type": "offset", "param": "offset", "limit_param": "limit", "total_path": "total"},
+    "pages": {"type": "page_number", "param": "page", "page_size_param": "per_page"},
+    "cursor": {"type": "cursor", "cursor_path": "next_cursor", "param": "cursor"},
+}
+
+
+def spec(
+    url: str,
+    page_size: int = 100,
+    token: bool = True,
+    style: str = "offset",
+    concurrency: int = 1,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """The bench connection: the orders stream read in `style` (bench/api.py's endpoints);
+    `children` reads them as one request per parent of /parents."""
+    orders: dict[str, Any] = {
+        "name": "orders",
+        "data_path": "data",
+        "primary_key": ["id"],
+        "flatten": {"customer": "prefix"},
+        "expand": {"line_items": {"primary_key": "id", "parent_key": "order_id"}},
+        "types": {"tags": "json", "created_at": "timestamp", "updated_at": "timestamp"},
+    }
+    streams = [orders]
+    if style == "children":
+        orders |= {
+            "endpoint": "/parents/{{parent.id}}/orders",
+            "parent": {"stream": "parents", "fields": {"parent_id": "id"}},
+        }
+        streams = [{"name": "parents", "endpoint": "/parents", "data_path": "data",
+                    "primary_key": ["id"]}, orders]  # fmt: skip
+    else:
+        limit = {"limit": page_size} if style == "cursor" else {}
+        pagination = dict(PAGINATION[style])
+        if style != "cursor":
+            pagination["page_size"] = page_size
+        orders |= {"endpoint": f"/{style}", "pagination": pagination, "params": limit}
+    body: dict[str, Any] = {
         "version": "1",
         "base_url": url,
         "auth": {"type": "bearer"} if token else {"type": "none"},
-        "streams": [
-            {
-                "name": "orders",
-                "endpoint": "/offset",
-                "data_path": "data",
-                "primary_key": ["id"],
-                "pagination": {
-                    "type": "offset",
-                    "param": "offset",
-                    "limit_param": "limit",
-                    "page_size": page_size,
-                },  # fmt: skip
-                "flatten": {"customer": "prefix"},
-                "expand": {"line_items": {"primary_key": "id", "parent_key": "order_id"}},
-                "types": {
-                    "tags": "json",
-                    "created_at": "timestamp",
-                    "updated_at": "timestamp",
-                },  # fmt: skip
-            }
-        ],
+        "concurrency": concurrency,
+        "streams": streams,
     }
+    if rate is not None:
+        body["rate_limit"] = {"requests_per_second": rate}
+    return body
 
 
-def setup(url: str, token: str | None, page_size: int) -> None:
+def setup(url: str, token: str | None, page_size: int, **options: Any) -> None:
     from rawquery_workers.errors import NotFoundError
     from rawquery_workers.registry import open_registry
     from rawquery_workers.spec.credentials import Credentials
@@ -62,7 +85,7 @@ def setup(url: str, token: str | None, page_size: int) -> None:
         registry.get_connection(NAME)
     except NotFoundError:
         registry.create_connection(
-            NAME, spec(url, page_size, token is not None), Credentials(token=token), None
+            NAME, spec(url, page_size, token is not None, **options), Credentials(token=token), None
         )
 
 
@@ -83,11 +106,13 @@ def table_figures() -> dict[str, Any]:
     return out
 
 
-def run(url: str, token: str | None, page_size: int, profile: str | None) -> dict[str, Any]:
+def run(
+    url: str, token: str | None, page_size: int, profile: str | None, **options: Any
+) -> dict[str, Any]:
     from rawquery_workers.registry.connections import plan_sync
     from rawquery_workers.runner.sync import run_sync
 
-    setup(url, token, page_size)
+    setup(url, token, page_size, **options)
     from rawquery_workers.registry import open_registry
 
     registry = open_registry()
@@ -107,7 +132,7 @@ def run(url: str, token: str | None, page_size: int, profile: str | None) -> dic
     return {
         "seconds": seconds,
         "cpu": cpu,
-        "rows": sum(s.rows for s in outcome.streams),
+        "rows": sum(s.rows for s in outcome.streams if s.name == "orders"),
         "tables": table_figures(),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -120,12 +145,16 @@ def main() -> None:
     parser.add_argument("--token", default=None)
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--profile", default=None, help="write a pyinstrument profile here")
+    parser.add_argument("--style", choices=STYLES, default="offset")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=None, help="rate_limit.requests_per_second")
     args = parser.parse_args()
     os.environ["RAWQUERY_HOME"] = args.home
     for name in ("RAWQUERY_CATALOG_URI", "RAWQUERY_WAREHOUSE", "RAWQUERY_REDIS_URL"):
         os.environ.pop(name, None)
     os.chdir(args.home if Path(args.home).exists() else Path(args.home).parent)
-    figures = run(args.url, args.token, args.page_size, args.profile)
+    options = {"style": args.style, "concurrency": args.concurrency, "rate": args.rate}
+    figures = run(args.url, args.token, args.page_size, args.profile, **options)
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")
 
 

@@ -163,3 +163,34 @@ def test_never_more_than_burst_plus_rate_times_elapsed(
         for j in range(i, len(sent_at)):
             window = sent_at[j] - start
             assert j - i + 1 <= burst + rate * window + 1e-6
+
+
+def test_a_hold_makes_the_next_request_wait_it_out_then_the_rate_resumes() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 5, clock)
+    limiter.acquire("conn")
+    limiter.hold("conn", 2.0)  # a 429 with Retry-After: 2
+    waits = [limiter.acquire("conn") for _ in range(3)]
+    assert waits[0] == pytest.approx(2.0)
+    assert waits[1:] == pytest.approx([0.1, 0.1])  # queued behind it at the rate
+    assert limiter.acquire("other") == 0.0  # another connection is not held
+
+
+def test_a_shorter_hold_never_shortens_a_longer_one() -> None:
+    clock = FakeClock()
+    for limiter in (bucket(10, 5, clock), NoLimit(clock=clock, sleep=clock.sleep)):
+        limiter.hold("conn", 3.0)
+        limiter.hold("conn", 1.0)
+        start = clock.now
+        limiter.acquire("conn")
+        assert clock.now - start == pytest.approx(3.0)
+
+
+def test_without_a_rate_a_hold_still_holds_every_thread_of_the_connection() -> None:
+    clock = FakeClock()
+    limiter = NoLimit(clock=clock, sleep=clock.sleep)
+    assert limiter.acquire("conn") == 0.0
+    limiter.hold("conn", 1.5)
+    assert limiter.acquire("conn") == pytest.approx(1.5)
+    assert limiter.acquire("conn") == 0.0  # over once waited out
+    assert limiter.acquire("elsewhere") == 0.0

@@ -57,6 +57,22 @@ def test_cost_reserves_several_slots(client: redis.Redis) -> None:
     assert limiter.reserve("shop") == pytest.approx(0.3, abs=0.02)
 
 
+def test_a_hold_is_seen_by_every_limiter_of_the_connection(client: redis.Redis) -> None:
+    """Two workers' limiters: a 429 one of them got holds the other back too."""
+    mine = RedisTokenBucket(client, rate=10, burst=5, sleep=lambda _: None)
+    theirs = RedisTokenBucket(redis.Redis.from_url(_url(client)), rate=10, burst=5)
+    mine.hold("shop", 2.0)
+    mine.hold("shop", 0.5)  # a shorter hold does not shorten it
+    assert theirs.reserve("shop") == pytest.approx(2.0, abs=0.05)
+    assert theirs.reserve("shop") == pytest.approx(2.1, abs=0.05)
+    assert theirs.reserve("elsewhere") == 0.0
+
+
+def _url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
 def test_connections_have_separate_budgets(client: redis.Redis) -> None:
     limiter = RedisTokenBucket(client, rate=1, burst=1, sleep=lambda _: None)
     assert limiter.reserve("shop") == 0

@@ -85,8 +85,19 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         top(extra=True),
         [
             "extra: unknown field; expected one of version, base_url, type, auth, streams, "
-            "rate_limit, headers, error_path"
+            "rate_limit, headers, error_path, concurrency"
         ],
+    ),
+    ("no requests in flight", top(concurrency=0), ["concurrency: must be at least 1, got 0"]),
+    (
+        "more requests in flight than any API allows",
+        top(concurrency=65),
+        ["concurrency: must be at most 64, got 65"],
+    ),
+    (
+        "concurrency given twice, differently",
+        top(concurrency=4, rate_limit={"concurrency": 2}),
+        ["rate_limit.concurrency: is 2 but the top-level concurrency is 4; give it once"],
     ),
     ("bad version", top(version="2"), ["version: must be '1', got '2'"]),
     ("version as a number", top(version=1), ["version: must be '1', got 1"]),
@@ -488,7 +499,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
             "rate_limit.requests_per_second: must be greater than 0, got -1",
             "rate_limit.retry_on[0]: must be at least 400, got 200",
             "extra: unknown field; expected one of version, base_url, type, auth, streams, "
-            "rate_limit, headers, error_path",
+            "rate_limit, headers, error_path, concurrency",
         ],
     ),
     (

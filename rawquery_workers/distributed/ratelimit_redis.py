@@ -60,6 +60,22 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
 return math.ceil(wait)
 """
 
+# KEYS[1] the connection's rate key; ARGV[1] the emission interval (microseconds); ARGV[2]
+# burst; ARGV[3] the hold in microseconds. Moves the TAT so that the next reservation waits
+# the hold, whichever worker makes it (a TAT already later is kept).
+GCRA_HOLD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local held = now + tonumber(ARGV[3]) + (tonumber(ARGV[2]) - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < held then
+  tat = held
+end
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+return 0
+"""
+
 
 class RedisTokenBucket:
     """`acquire(key, cost)` blocks until `cost` requests of connection `key` may be sent.
@@ -86,21 +102,29 @@ class RedisTokenBucket:
         self._sleep = sleep
         self._interval_us = 1_000_000.0 / self.rate
         self._script: Script = client.register_script(GCRA_RESERVE)
+        self._hold: Script = client.register_script(GCRA_HOLD)
 
     def reserve(self, key: str, cost: int = 1) -> float:
         """Reserve `cost` slots now and return the seconds to wait before using them."""
         if cost < 1:
             raise ValueError(f"cost must be at least 1, got {cost!r}")
         args: list[str | int] = [repr(self._interval_us), self.burst, cost]
+        return int(self._run(self._script, key, args)) / 1_000_000
+
+    def hold(self, key: str, seconds: float) -> None:
+        """No worker sends under `key` for `seconds` from now (Redis time)."""
+        held_us = max(0, round(seconds * 1_000_000))
+        self._run(self._hold, key, [repr(self._interval_us), self.burst, held_us])
+
+    def _run(self, script: Script, key: str, args: list[str | int]) -> int:
         try:
-            wait_us = self._script(keys=[rate_key(key)], args=args)
+            return int(script(keys=[rate_key(key)], args=args))
         except redis.RedisError as exc:
             raise RawqueryError(
                 f"rate limiter for connection '{key}': Redis at {redis_address(self._client)} "
                 f"failed ({exc}); check that Redis is running and RAWQUERY_REDIS_URL points "
                 "at it, then retry the sync"
             ) from exc
-        return int(wait_us) / 1_000_000
 
     def acquire(self, key: str, cost: int = 1) -> float:
         """Wait for `cost` requests' worth of budget; return the seconds waited."""

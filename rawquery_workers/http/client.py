@@ -7,6 +7,10 @@ that is not the JSON expected (HTML with status 200, truncated, empty) is a fail
 it is retried after a backoff wait, or after the server's Retry-After when
 `respect_retry_after` (both capped at `max_wait`), up to `max_retries` retries after the
 first attempt. Then RetriableError names the status, the attempt count and the redacted URL.
+A 429, or any answer with a Retry-After, holds the connection's whole budget for that wait
+(`RateLimiter.hold`): its other requests in flight, on any thread or worker, back off too.
+`in_flight` (the connection's `concurrency` permits, shared by its streams) bounds the
+attempts sent at once.
 401/403 raise AuthError, other 4xx ResponseError with a short redacted excerpt of the body;
 `error_for_status` is the one place a status becomes an error class.
 
@@ -37,6 +41,7 @@ ends before that page and the next segment asks for it again.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import ipaddress
 import json
@@ -44,6 +49,7 @@ import logging
 import math
 import random as _random
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Collection, Mapping
@@ -315,6 +321,7 @@ class ApiClient:
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         allow_private_targets: bool = False,
+        in_flight: threading.Semaphore | None = None,
     ) -> None:
         self.client = client
         self.base_url = base_url
@@ -330,6 +337,7 @@ class ApiClient:
         # A time.monotonic() instant: requests, and retry waits, end there (OutOfTime).
         self.finish_by: float | None = None
         self._guard = TargetGuard(base_url, allow_private=allow_private_targets)
+        self._in_flight = in_flight or contextlib.nullcontext()
 
     def request(
         self,
@@ -358,14 +366,17 @@ class ApiClient:
         failure = _Failure("no attempt was made")
         for attempt in range(1, self.policy.attempts + 1):
             self._in_time(method, shown, 0.0)
-            outcome = self._attempt(
-                method, target, body, expect_json, shown, attempt, headers, ignore_status
-            )
+            with self._in_flight:
+                outcome = self._attempt(
+                    method, target, body, expect_json, shown, attempt, headers, ignore_status
+                )
             if isinstance(outcome, ApiResponse):
                 return outcome
             failure = outcome
             if attempt < self.policy.attempts:
                 wait = self.policy.wait(attempt - 1, failure.retry_after)
+                if wait > 0 and (failure.status == 429 or failure.retry_after is not None):
+                    self.limiter.hold(self.limiter_key, wait)
                 self._in_time(method, shown, wait)
                 self._emit(event="retry", method=method, url=shown, attempt=attempt,
                            status=failure.status, reason=failure.reason, wait=wait)  # fmt: skip

@@ -5,6 +5,10 @@ implementations sit behind `RateLimiter`: `TokenBucket` here (one process, embed
 and the Redis one in `ratelimit_redis.py` (every worker). `NoLimit` is for specs without
 `requests_per_second`.
 
+`hold(key, seconds)` is what a 429 (or a Retry-After) does to the whole connection: no
+request under `key` goes out for `seconds`, whichever thread or worker sends it, so the
+requests in flight beside the one that was refused back off with it.
+
 `TokenBucket` reserves instead of polling: under a lock a caller takes its tokens even when
 that drives the bucket below zero, computes how long until the debt is paid back at `rate`,
 releases the lock and sleeps exactly that long. Callers are therefore served in arrival
@@ -27,12 +31,35 @@ class RateLimiter(Protocol):
         """Block until `cost` requests may be sent under `key`; return the seconds waited."""
         ...
 
+    def hold(self, key: str, seconds: float) -> None:
+        """Send nothing more under `key` for `seconds` (the API asked us to slow down)."""
+        ...
+
 
 class NoLimit:
-    """No cap: `acquire` returns at once."""
+    """No cap: `acquire` returns at once, unless a `hold` is in force."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}
 
     def acquire(self, key: str, cost: int = 1) -> float:
+        with self._lock:
+            wait = self._until.get(key, 0.0) - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+            return wait
         return 0.0
+
+    def hold(self, key: str, seconds: float) -> None:
+        with self._lock:
+            until = self._clock() + seconds
+            self._until[key] = max(self._until.get(key, 0.0), until)
 
 
 @dataclass(slots=True)
@@ -76,15 +103,26 @@ class TokenBucket:
         if cost < 1:
             raise ValueError(f"cost must be at least 1, got {cost}")
         with self._lock:
-            now = self._clock()
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = self._buckets[key] = _Bucket(tokens=float(self.burst), updated=now)
-            elapsed = max(0.0, now - bucket.updated)
-            bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
-            bucket.updated = now
+            bucket = self._refilled(key)
             bucket.tokens -= cost
             return 0.0 if bucket.tokens >= 0 else -bucket.tokens / self.rate
+
+    def hold(self, key: str, seconds: float) -> None:
+        """A debt that the next request waits `seconds` to pay back (and later ones queue
+        behind it at `rate`)."""
+        with self._lock:
+            bucket = self._refilled(key)
+            bucket.tokens = min(bucket.tokens, 1.0 - seconds * self.rate)
+
+    def _refilled(self, key: str) -> _Bucket:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(tokens=float(self.burst), updated=now)
+        elapsed = max(0.0, now - bucket.updated)
+        bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
+        bucket.updated = now
+        return bucket
 
 
 _shared: dict[str, TokenBucket] = {}

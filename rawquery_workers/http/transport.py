@@ -67,7 +67,7 @@ from rawquery_workers.http.response_limits import (
 from rawquery_workers.spec.origin import DEFAULT_PORTS
 
 _NO_AUTH = httpx.Auth()
-_MAX_IDLE_PER_ORIGIN = 8
+_MAX_IDLE_PER_ORIGIN = 64  # as many as `concurrency` allows in flight
 _MAX_HEAD = 128 * 1024  # status line + headers of one response, and one chunk-size line
 _RECV = 64 * 1024  # larger reads cost more than they save: each allocates (and maps) that much
 _NO_BODY = frozenset({204, 304})

@@ -7,6 +7,7 @@
         paginator.update(PageResponse(...), records_count)   # read where the next page is
         saved_state = paginator.state()       # JSON-able: resume AFTER this page
         request = paginator.next_request(request)            # None: that was the last page
+    paginator.ahead(request, n)               # offset, page: the n pages after `request`
 
 `state()` holds the next offset / page / token / URL. A token or URL the API sends twice
 raises PaginationLoopError (a real API bug that would otherwise loop forever).
@@ -141,6 +142,12 @@ class Paginator(ABC):
     def next_request(self, prev: RequestSpec) -> RequestSpec | None:
         """The request for the next page after `update`, or None when there is none."""
         return self._at_position(prev) if self.has_next_page else None
+
+    def ahead(self, request: RequestSpec, pages: int) -> list[RequestSpec]:
+        """Requests for up to `pages` pages after the one `request` asks for, to send
+        before it is answered; none for a kind whose next page is only known from the
+        page before it (tokens, URLs)."""
+        return []
 
     def update(self, response: PageResponse, records_count: int) -> None:
         """Read where the next page is from `response` (which held `records_count` records)."""

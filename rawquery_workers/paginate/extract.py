@@ -25,18 +25,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import orjson
 from pydantic import JsonValue
 
 from rawquery_workers.errors import PaginationLoopError, ResponseError, SourceError
-from rawquery_workers.http.client import ApiClient, parse_json
+from rawquery_workers.http.client import ApiClient, ApiResponse, parse_json
 from rawquery_workers.http.redact import Redactor
 from rawquery_workers.paginate import PageResponse, Paginator, RequestSpec, paginator_for
+from rawquery_workers.paginate.ahead import Ahead
 from rawquery_workers.paginate.requests import Parent, base_request, endpoint_url
 from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.models import Spec, Stream
@@ -80,15 +83,29 @@ def read_pages(
 ) -> Iterator[Page]:
     """The stream's pages in order, from the first page or from `resume`, at most
     `max_pages` of them; `parents` are the parent rows of a child stream. Raises
-    SourceError kinds (and SpecError for a bad endpoint or a missing parent value)."""
+    SourceError kinds (and SpecError for a bad endpoint or a missing parent value).
+
+    With the spec's `concurrency` above 1, offset and page_number pages are asked for
+    ahead and child streams request several parents at once (paginate/ahead.py); a read
+    of `max_pages` asks for no page it will not read."""
+    limit = spec.in_flight if max_pages is None else 1
     if stream.parent is None:
-        pages = _walk(spec, stream, api, base_request(spec, stream, cursor), resume)
+        base = base_request(spec, stream, cursor)
+        pages = _walk(spec, stream, api, base, resume, concurrency=limit)
     else:
-        pages = _child_pages(spec, stream, api, cursor, resume, parents or [])
+        pages = _child_pages(spec, stream, api, cursor, resume, parents or [], limit)
     for page in pages:
         yield page
         if max_pages is not None and page.number >= max_pages:
             return
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A page's response and the records found in it (checked for API errors)."""
+
+    response: ApiResponse
+    records: list[Record]
 
 
 def _walk(
@@ -98,8 +115,10 @@ def _walk(
     base: RequestSpec,
     resume: dict[str, JsonValue] | None,
     number: int = 0,
+    concurrency: int = 1,
 ) -> Iterator[Page]:
-    """One pagination walk from `base` (or `resume`); pages are numbered after `number`."""
+    """One pagination walk from `base` (or `resume`); pages are numbered after `number`.
+    The pages the paginator can name ahead are requested `concurrency` at once."""
     paginator = paginator_for(
         stream.pagination, spec.type, stream=stream.name, redactor=api.redactor
     )
@@ -107,57 +126,91 @@ def _walk(
         _restore(paginator, resume, stream)
     request: RequestSpec | None = paginator.first_request(base)
     previous: list[Record] | None = None
-    error_path = spec.error_path_for(stream)
-    while request is not None:
-        number += 1
-        try:
-            response = api.request(
-                request.method,
-                request.url,
-                params=request.params,
-                json=request.json,
-                headers=request.headers,
-                ignore_status=stream.ignore_status,
+    ahead: Ahead[_Answer] = Ahead(concurrency)
+    try:
+        while request is not None:
+            number += 1
+            answer = ahead.take(_key(request), partial(_fetch, spec, stream, api, request, number))
+            response, records = answer.response, answer.records
+            if response.status in stream.ignore_status:
+                yield Page(number, [], response.redacted_url, response.status, None, None)
+                return
+            last = records[-1] if records else None
+            page = PageResponse(
+                response.url, response.json, response.headers, response.status, last
             )
-        except SourceError as exc:  # say which stream and page (the URL is already in it)
-            exc.args = (f"stream {stream.name}, page {number}: {exc}", *exc.args[1:])
-            raise
-        where = f"stream {stream.name}, page {number} ({response.redacted_url})"
-        if response.status in stream.ignore_status:
-            yield Page(number, [], response.redacted_url, response.status, None, None)
-            return
-        if spec.type == "graphql":
-            raise_graphql_errors(response.json, where, api.redactor)
-        if error_path is not None:
-            raise_body_error(response.json, error_path, where, api.redactor)
-        records = extract_records(response.json, stream.data_path, where)
-        last = records[-1] if records else None
-        page = PageResponse(response.url, response.json, response.headers, response.status, last)
-        paginator.update(page, len(records))
-        if paginator.has_next_page and _same_records(records, previous):
-            raise PaginationLoopError(
-                f"{where}: the API returned exactly the same {len(records)} records as the "
-                "page before; it seems to ignore the pagination parameters; stopping to "
-                "avoid an infinite loop (check the stream's pagination settings)"
+            paginator.update(page, len(records))
+            if paginator.has_next_page and _same_records(records, previous):
+                raise PaginationLoopError(
+                    f"stream {stream.name}, page {number} ({response.redacted_url}): the API "
+                    f"returned exactly the same {len(records)} records as the page before; it "
+                    "seems to ignore the pagination parameters; stopping to avoid an "
+                    "infinite loop (check the stream's pagination settings)"
+                )
+            previous = records
+            reference = paginator.next_reference
+            sent = request.json
+            request = paginator.next_request(request)
+            if request is not None and ahead.limit > 1:
+                following = [request, *paginator.ahead(request, ahead.limit - 1)]
+                ahead.plan(
+                    [
+                        (_key(r), partial(_fetch, spec, stream, api, r, number + 1 + i))
+                        for i, r in enumerate(following)
+                    ]
+                )
+            yield Page(
+                number=number,
+                records=records,
+                url=response.redacted_url,
+                status=response.status,
+                next_state=_next_state(paginator, api.redactor),
+                raw_next=api.redactor.redact_url(reference) if reference is not None else None,
+                body=response.content,
+                warning=None if paginator.has_next_page else paginator.end_warning,
+                sent_body=sent,
+                total=paginator.reported_total,
             )
-        previous = records
-        reference = paginator.next_reference
-        yield Page(
-            number=number,
-            records=records,
-            url=response.redacted_url,
-            status=response.status,
-            next_state=_next_state(paginator, api.redactor),
-            raw_next=api.redactor.redact_url(reference) if reference is not None else None,
-            body=response.content,
-            warning=None if paginator.has_next_page else paginator.end_warning,
-            sent_body=request.json,
-            total=paginator.reported_total,
+    finally:
+        ahead.close()
+
+
+def _fetch(
+    spec: Spec, stream: Stream, api: ApiClient, request: RequestSpec, number: int
+) -> _Answer:
+    """Send one page's request; its records. Raises what the page would fail the stream
+    with (run ahead, it is raised only if the page is read)."""
+    try:
+        response = api.request(
+            request.method,
+            request.url,
+            params=request.params,
+            json=request.json,
+            headers=request.headers,
+            ignore_status=stream.ignore_status,
         )
-        request = paginator.next_request(request)
+    except SourceError as exc:  # say which stream and page (the URL is already in it)
+        exc.args = (f"stream {stream.name}, page {number}: {exc}", *exc.args[1:])
+        raise
+    if response.status in stream.ignore_status:
+        return _Answer(response, [])
+    where = f"stream {stream.name}, page {number} ({response.redacted_url})"
+    if spec.type == "graphql":
+        raise_graphql_errors(response.json, where, api.redactor)
+    if (error_path := spec.error_path_for(stream)) is not None:
+        raise_body_error(response.json, error_path, where, api.redactor)
+    return _Answer(response, extract_records(response.json, stream.data_path, where))
+
+
+def _key(request: RequestSpec) -> tuple[str, str, bytes]:
+    """What tells two page requests apart: method, URL with its query, body."""
+    body = orjson.dumps(request.json, option=orjson.OPT_SORT_KEYS) if request.json else b""
+    return request.method, request.full_url, body
 
 
 # --- child requests ------------------------------------------------------------------------
+
+_BUFFERED_PAGES = 8  # of a parent's walk read ahead; the rest is read when it is its turn
 
 
 def _child_pages(
@@ -167,9 +220,11 @@ def _child_pages(
     cursor: str | None,
     resume: dict[str, JsonValue] | None,
     parents: Sequence[Parent],
+    concurrency: int = 1,
 ) -> Iterator[Page]:
     """One walk per parent row, in the order of their keys; state `{"parent": KEY, "page":
-    STATE}` resumes inside the walk of the parent KEY (STATE None: at its first page)."""
+    STATE}` resumes inside the walk of the parent KEY (STATE None: at its first page).
+    Up to `concurrency` parents' walks run at once; their pages come out in order."""
     ordered = sorted({_parent_key(row): row for row in parents}.items())
     start, inner = 0, None
     if resume:
@@ -186,13 +241,17 @@ def _child_pages(
     if start >= len(ordered):  # no parent rows (left): an empty last page ends the stream
         yield Page(1, [], f"(no {_parent_name(stream)} rows to request)", 200, None, None)
         return
+
+    def walk(i: int) -> Iterator[Page]:
+        base = base_request(spec, stream, cursor, ordered[i][1])
+        return _walk(spec, stream, api, base, inner if i == start else None)
+
     columns = stream.parent.fields if stream.parent else {}
     number, warned = 0, False
-    for i in range(start, len(ordered)):
+    for i, pages in _parent_walks(walk, range(start, len(ordered)), concurrency):
         key, row = ordered[i]
-        base = base_request(spec, stream, cursor, row)
-        for page in _walk(spec, stream, api, base, inner if i == start else None, number):
-            number = page.number
+        for page in pages:
+            number += 1
             records, conflict = _with_parent_columns(page.records, row, columns)
             warning = page.warning
             if conflict and not warned:
@@ -205,12 +264,36 @@ def _child_pages(
                 state = None
             yield dataclasses.replace(
                 page,
+                number=number,
                 records=records,
                 body=records_json(records) if records else b"",
                 next_state=state,
                 warning=warning,
                 parent=row,
             )
+
+
+def _parent_walks(
+    walk: Callable[[int], Iterator[Page]], indexes: range, concurrency: int
+) -> Iterator[tuple[int, Iterator[Page]]]:
+    """Each parent's walk, in order. Above 1, the next `concurrency` parents' first pages
+    are fetched while a walk is read."""
+    if concurrency <= 1:
+        yield from ((i, walk(i)) for i in indexes)
+        return
+
+    def started(i: int) -> tuple[list[Page], Iterator[Page]]:
+        pages = walk(i)
+        return list(itertools.islice(pages, _BUFFERED_PAGES)), pages
+
+    ahead: Ahead[tuple[list[Page], Iterator[Page]]] = Ahead(concurrency)
+    try:
+        for at, i in enumerate(indexes):
+            ahead.plan([(j, partial(started, j)) for j in indexes[at : at + concurrency]])
+            first, rest = ahead.take(i, partial(started, i))
+            yield i, itertools.chain(first, rest)
+    finally:
+        ahead.close()
 
 
 def child_data_path(stream: Stream) -> str | None:

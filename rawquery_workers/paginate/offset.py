@@ -20,11 +20,14 @@ class OffsetPaginator(NumberedPaginator):
         super().__init__(spec, spec.start_offset, **options)
         self.spec = spec
 
-    def _at_position(self, request: RequestSpec) -> RequestSpec:
-        values: dict[str, int] = {self.spec.param: self.position}
+    def _at(self, request: RequestSpec, position: int) -> RequestSpec:
+        values: dict[str, int] = {self.spec.param: position}
         if self.spec.limit_param:
             values[self.spec.limit_param] = self.spec.page_size
         return request.with_params(values)
+
+    def _stride(self, page_size: int) -> int:
+        return page_size
 
     def _advance(self, response: PageResponse, records_count: int) -> None:
         self.position += records_count

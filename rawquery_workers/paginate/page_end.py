@@ -8,13 +8,14 @@ page short, and stopping there would land a fraction of the records as "succeede
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import ClassVar, Unpack
 
 from pydantic import JsonValue
 
 from rawquery_workers.errors import ResponseError
-from rawquery_workers.paginate.base import Paginator, PaginatorOptions
+from rawquery_workers.paginate.base import Paginator, PaginatorOptions, RequestSpec
 from rawquery_workers.spec.jsonpath import MISSING, get_path
 from rawquery_workers.spec.models import OffsetPagination, PageNumberPagination
 
@@ -92,7 +93,8 @@ class PageEnd:
 
 class NumberedPaginator(Paginator):
     """Base of offset and page_number: a number sent as `spec.param`, and the end rule.
-    `KEY` names the number in the saved state."""
+    `KEY` names the number in the saved state. Their pages can be asked for ahead
+    (`ahead`): the position of a later page follows from the page size."""
 
     KEY: ClassVar[str]
 
@@ -106,6 +108,33 @@ class NumberedPaginator(Paginator):
         self.position = start
         self.end = PageEnd(spec.total_path, spec.has_more_path, self.stream)
         self._param = spec.param
+
+    def ahead(self, request: RequestSpec, pages: int) -> list[RequestSpec]:
+        """Requests for up to `pages` pages after the one `request` (`next_request`) asks
+        for, as if every page were as large as the largest so far: none before a page was
+        read, none at or beyond a reported total. A guess that turns out wrong (an API
+        whose pages shrink) is a request asked for and never read."""
+        size = self.end.largest
+        if size == 0 or not self.has_next_page:
+            return []
+        total = self.end.total
+        out = []
+        for later in range(1, pages + 1):
+            if total is not None and self.end.received + size * later >= total:
+                break
+            out.append(self._at(request, self.position + self._stride(size) * later))
+        return out
+
+    def _at_position(self, request: RequestSpec) -> RequestSpec:
+        return self._at(request, self.position)
+
+    @abstractmethod
+    def _at(self, request: RequestSpec, position: int) -> RequestSpec:
+        """`request` rewritten to fetch the page at `position`."""
+
+    @abstractmethod
+    def _stride(self, page_size: int) -> int:
+        """How far the position moves over a page of `page_size` records."""
 
     @property
     def end_warning(self) -> str | None:

@@ -16,11 +16,14 @@ class PageNumberPaginator(NumberedPaginator):
         super().__init__(spec, spec.start_page, **options)
         self.spec = spec
 
-    def _at_position(self, request: RequestSpec) -> RequestSpec:
-        values: dict[str, int] = {self.spec.param: self.position}
+    def _at(self, request: RequestSpec, position: int) -> RequestSpec:
+        values: dict[str, int] = {self.spec.param: position}
         if self.spec.page_size_param and self.spec.page_size is not None:
             values[self.spec.page_size_param] = self.spec.page_size
         return request.with_params(values)
+
+    def _stride(self, page_size: int) -> int:
+        return 1
 
     def _advance(self, response: PageResponse, records_count: int) -> None:
         if self.end.ends_after(response.body, records_count):

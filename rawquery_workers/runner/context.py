@@ -7,6 +7,7 @@ decides which limiter, lock and auth wiring a process uses (embedded or distribu
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,10 @@ class ConnectionContext:
             redactor=self.redactor,  # learns tokens and extracted names as they are issued
         )
         self.limiter = self._limiter()  # one budget for all the connection's streams
+        # `concurrency` bounds the connection's requests in flight in this process; at 1
+        # each stream sends one at a time, as ever (its streams still run side by side).
+        limit = self.spec.in_flight
+        self.in_flight = threading.BoundedSemaphore(limit) if limit > 1 else None
         self.policy = RetryPolicy.from_spec(self.spec.retry)
 
     def stream(self, name: str, on_progress: ProgressHook | None = None) -> StreamContext:
@@ -157,4 +162,5 @@ class ConnectionContext:
             redactor=self.redactor,
             on_event=on_event,
             allow_private_targets=self.settings.allow_private_targets,
+            in_flight=self.in_flight,
         )

@@ -38,7 +38,14 @@ from rawquery_workers.paginate.extract import (
     records_of,
 )
 from rawquery_workers.runner.context import StreamContext
-from rawquery_workers.runner.segment import CHUNK_RECORDS, SegmentWriter, WrittenTable, relaxed_gc
+from rawquery_workers.runner.segment import (
+    CHUNK_RECORDS,
+    CHUNK_SECONDS,
+    MIN_CHUNK_RECORDS,
+    SegmentWriter,
+    WrittenTable,
+    relaxed_gc,
+)
 from rawquery_workers.transform.batch import KEY
 from rawquery_workers.transform.columnar import PageBodies
 from rawquery_workers.transform.cursor import bounded, later_cursor, looked_back
@@ -223,6 +230,7 @@ def fetch_and_stage(
     in_chunk = count = 0
     next_state: dict[str, Any] | None = None
     full = _segment_full(ctx)
+    chunk_started = time.monotonic()
     with relaxed_gc(), _segment_writer(ctx, job) as segment:
         for page in full.within(ctx, pages):
             if page.records:  # the page's records are freed: the chunk keeps its body
@@ -234,14 +242,25 @@ def fetch_and_stage(
             segment.warnings += [page.warning] if page.warning else []
             _page_event(ctx, job, count, page)
             done = next_state is None or full(segment.records + in_chunk)
-            if in_chunk and (done or in_chunk >= CHUNK_RECORDS):
+            if in_chunk and (done or _chunk_full(in_chunk, chunk_started)):
                 _add_pages(segment, chunk)
                 chunk, in_chunk = PageBodies([], [], child_data_path(ctx.stream)), 0
+                chunk_started = time.monotonic()
             if done:
                 break
         if in_chunk:  # the segment's time ran out in a request (`within`)
             _add_pages(segment, chunk)
         return _staged(ctx, job, segment, count, next_state)
+
+
+def _chunk_full(records: int, started: float) -> bool:
+    """Whether a chunk goes to the writer: CHUNK_RECORDS records, or CHUNK_SECONDS of pages
+    once it holds MIN_CHUNK_RECORDS. An API that answers slowly gives small chunks, shaped
+    and written while later pages are on their way, so little is left when the last
+    arrives; a fast one gives full chunks, the cheapest to shape."""
+    if records >= CHUNK_RECORDS:
+        return True
+    return records >= MIN_CHUNK_RECORDS and time.monotonic() - started >= CHUNK_SECONDS
 
 
 def _segment_full(ctx: StreamContext) -> _SegmentClock:

@@ -49,6 +49,8 @@ from rawquery_workers.transform.landed import LandedRecords
 from rawquery_workers.transform.pipeline import Records
 
 CHUNK_RECORDS = 10_000
+CHUNK_SECONDS = 0.2  # a slow API's chunk: what it sent in this long (runner/pipeline.py)
+MIN_CHUNK_RECORDS = 1_000  # ... but no fewer records (each chunk is a Parquet row group)
 _GC_LOCK = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, int, int] | None = None

@@ -551,6 +551,9 @@ Pagination = Annotated[
 # --- rate limits and retries ---------------------------------------------------------------
 
 
+MAX_CONCURRENCY = 64  # requests in flight per connection: beyond this, APIs answer 429s
+
+
 class RateLimit(StrictModel):
     """Per connection: all its streams, on all workers, share `requests_per_second`."""
 
@@ -589,6 +592,12 @@ class RateLimit(StrictModel):
         gt=0,
         le=3600,
         description="Seconds: the longest single wait, Retry-After included.",
+    )
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="The top-level `concurrency`, given here instead (the same bound).",
     )
 
     @property
@@ -840,10 +849,27 @@ class Spec(StrictModel):
         description="Dotted path of an error in a 200 answer: present and not null, false or "
         'empty, it fails the stream quoting it (Slack\'s "error").',
     )
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CONCURRENCY,
+        description="Requests in flight per connection, always within `requests_per_second`: "
+        "offset and page_number streams fetch pages ahead (all the pages left once a total "
+        "is known), child streams request several parents at once; cursor and next-URL "
+        "chains stay one request at a time. 1: every stream sends one request at a time.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> Spec:
         problems = _endpoint_problems(self.base_url, self.streams)
+        limit = self.rate_limit.concurrency if self.rate_limit else None
+        if limit not in (None, self.concurrency) and "concurrency" in self.model_fields_set:
+            problems.append(
+                (
+                    "rate_limit.concurrency",
+                    f"is {limit} but the top-level concurrency is {self.concurrency}; give it once",
+                )
+            )
         problems += _table_name_problems(self.streams)
         problems += _parent_problems(self.streams)
         problems += _header_problems("headers", self.headers)
@@ -882,6 +908,14 @@ class Spec(StrictModel):
     @property
     def retry(self) -> RateLimit:
         return self.rate_limit or DEFAULT_RATE_LIMIT
+
+    @property
+    def in_flight(self) -> int:
+        """The connection's bound on requests in flight (`concurrency`)."""
+        limit = self.rate_limit.concurrency if self.rate_limit else None
+        if limit is None or "concurrency" in self.model_fields_set:
+            return self.concurrency
+        return limit
 
     def stream(self, name: str) -> Stream:
         for stream in self.streams:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tests.distributed.conftest import Dist, Workers
 from tests.e2e.helpers import rows
+from tests.e2e.test_concurrency import Listing, listing_spec
 from tests.e2e.test_spec_extensions import (
     TASK_STREAMS,
     TOP_HEADERS,
@@ -15,7 +16,7 @@ from tests.e2e.test_spec_extensions import (
     projects_and_tasks,
     token_apis,
 )
-from tests.support.api_server import ApiServer, Reply
+from tests.support.api_server import ApiServer, RecordedRequest, Reply
 
 
 def spec(server: ApiServer) -> dict[str, object]:
@@ -101,3 +102,39 @@ def test_headers_bodies_tokens_formats_and_errors_in_200_on_two_workers(
         assert [r["id"] for r in rows("ext", "rows")] == [1, 2, 3, 4, 5]
         assert_token_apis_landed("ext", server)
         assert server.requests_to("/things")[0].params == {"created[gte]": "1704067200"}
+
+
+def test_concurrency_on_workers_lands_every_record_within_the_shared_budget(
+    dist: Dist, workers: Workers
+) -> None:
+    """Pages fetched ahead in a worker's pool process, two streams on two workers sharing
+    the Redis budget; a 429 holds back both (RateLimiter.hold on Redis)."""
+    listing = Listing([{"id": n, "name": f"n{n}"} for n in range(1, 1501)], total=True)
+    other = Listing([{"id": n, "name": f"o{n}"} for n in range(1, 1501)], kind="page")
+    refused: list[float] = []
+
+    def items(request: RecordedRequest) -> Reply:
+        if not refused and request.params.get("offset") == "700":
+            refused.append(request.at)
+            return Reply({"error": "slow down"}, status=429, headers={"Retry-After": "1"})
+        return listing(request)
+
+    with ApiServer() as server:
+        server.route("/items", items)
+        server.route("/others", other)
+        body = listing_spec(server, listing, 8, rate_limit={"requests_per_second": 40})
+        second = listing_spec(server, other, 8)["streams"][0]
+        body["streams"].append({**second, "name": "others", "endpoint": "/others"})
+        dist.connect("shop", body)
+        workers.start(2)
+
+        done = dist.rq("connections", "sync", "shop")
+
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [r["id"] for r in rows("shop", "items")] == list(range(1, 1501))
+        assert [r["id"] for r in rows("shop", "others")] == list(range(1, 1501))
+        assert 1 < listing.most <= 8 and other.most <= 8
+        arrivals = sorted(r.at for r in server.requests)
+        assert refused
+        held = [t - refused[0] for t in arrivals if 0.15 < t - refused[0] < 0.9]
+        assert held == [], held  # neither stream sent anything while the 429 held
