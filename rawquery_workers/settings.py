@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     # Follow next-page URLs, Link headers and redirects to private, loopback and link-local
     # addresses too (rawquery_workers/http/targets.py: the rule this turns off).
     allow_private_targets: bool = False
+    # Workers and beat serve Prometheus metrics at /metrics and their health at /healthz
+    # on this port (unset: no server). Every process on one host needs its own port. All
+    # interfaces by default: Prometheus scrapes a container from another one.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    # Table maintenance (sink/maintenance.py, `rq maintain`): snapshots beyond the newest
+    # SNAPSHOTS_KEEP, or older than SNAPSHOTS_MAX_AGE_HOURS, are expired (time travel
+    # reaches that far back); unreferenced files younger than ORPHAN_GRACE_SECONDS are
+    # left (another engine may be writing them). A sync runs maintenance on its tables
+    # once one holds more than MAINTAIN_AFTER_FILES live data files (0: never).
+    snapshots_keep: int = Field(default=5, ge=1)
+    snapshots_max_age_hours: float = Field(default=168.0, gt=0)
+    orphan_grace_seconds: float = Field(default=3600.0, ge=0)
+    maintain_after_files: int = Field(default=16, ge=0)
 
     @cached_property
     def home_dir(self) -> Path:

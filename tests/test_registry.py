@@ -287,14 +287,14 @@ def test_schema_version_is_recorded_and_newer_refused(registry: Registry) -> Non
         version = conn.execute(
             select(regdb.meta.c.value).where(regdb.meta.c.key == "schema_version")
         ).scalar_one()
-    assert version == str(regdb.SCHEMA_VERSION) == "2"
-    assert ensure_schema(engine) == 2  # idempotent
+    assert version == str(regdb.SCHEMA_VERSION) == "3"
+    assert ensure_schema(engine) == 3  # idempotent
 
     with engine.begin() as conn:
         conn.execute(regdb.meta.update().values(value="99"))
     with pytest.raises(ConfigError) as info:
         ensure_schema(engine)
-    assert "schema version 99, newer than this rawquery-workers understands (2)" in str(info.value)
+    assert "schema version 99, newer than this rawquery-workers understands (3)" in str(info.value)
     assert "upgrade rawquery-workers" in str(info.value)
     reset_settings()
     with pytest.raises(ConfigError, match="schema version 99"):
@@ -304,14 +304,14 @@ def test_schema_version_is_recorded_and_newer_refused(registry: Registry) -> Non
 def test_migrations_run_in_order_once(registry: Registry) -> None:
     engine = registry.engine
     ran: list[int] = []
-    steps = {3: lambda conn: ran.append(3), 4: lambda conn: ran.append(4)}
-    assert ensure_schema(engine, version=4, migrations=steps) == 4
-    assert ensure_schema(engine, version=4, migrations=steps) == 4
-    assert ran == [3, 4]
-    with pytest.raises(ConfigError, match="schema version 4"):
-        ensure_schema(engine)  # this code knows version 2 only
-    with pytest.raises(ConfigError, match="no migration of the registry to schema version 5"):
-        ensure_schema(engine, version=5, migrations=steps)
+    steps = {4: lambda conn: ran.append(4), 5: lambda conn: ran.append(5)}
+    assert ensure_schema(engine, version=5, migrations=steps) == 5
+    assert ensure_schema(engine, version=5, migrations=steps) == 5
+    assert ran == [4, 5]
+    with pytest.raises(ConfigError, match="schema version 5"):
+        ensure_schema(engine)  # this code knows version 3 only
+    with pytest.raises(ConfigError, match="no migration of the registry to schema version 6"):
+        ensure_schema(engine, version=6, migrations=steps)
 
 
 def test_a_version_1_registry_gains_the_lease_and_takeover_tables_and_sync_specs(
@@ -325,13 +325,16 @@ def test_a_version_1_registry_gains_the_lease_and_takeover_tables_and_sync_specs
         for table in new:
             table.drop(conn)
         conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN spec"))
+        conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN broker"))
         conn.execute(regdb.meta.update().values(value="1"))
 
-    assert ensure_schema(engine) == 2
+    assert ensure_schema(engine) == 3
 
     with engine.connect() as conn:
         assert all(inspect(conn).has_table(table.name) for table in new)
-        assert "spec" in {c["name"] for c in inspect(conn).get_columns("rq_syncs")}
+        columns = {c["name"] for c in inspect(conn).get_columns("rq_syncs")}
+        assert {"spec", "broker"} <= columns
+        assert "broker" in {c["name"] for c in inspect(conn).get_columns("rq_stream_steps")}
     assert registry.get_connection("shop").spec == SPEC  # kept
     assert registry.get_sync(sync_id).spec is None  # planned before v2: the current spec
 
@@ -402,3 +405,20 @@ def test_canary_secret_never_lands_in_plain_text(registry: Registry, rq_home: Pa
         assert conn.execute(select(func.count()).select_from(regdb.connections)).scalar() == 1
     dispose_engines()
     assert leaks() == []  # and after the WAL is checkpointed into the database
+
+
+def test_a_version_2_registry_gains_the_broker_columns(registry: Registry) -> None:
+    engine = registry.engine
+    registry.create_connection("shop", SPEC, Credentials())
+    sync_id = registry.create_sync("shop", ["users"])
+    with engine.begin() as conn:  # as rawquery-workers with schema version 2 left it
+        conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN broker"))
+        conn.execute(text("ALTER TABLE rq_stream_steps DROP COLUMN broker"))
+        conn.execute(regdb.meta.update().values(value="2"))
+
+    assert ensure_schema(engine) == 3
+
+    with engine.connect() as conn:
+        assert "broker" in {c["name"] for c in inspect(conn).get_columns("rq_syncs")}
+        assert "broker" in {c["name"] for c in inspect(conn).get_columns("rq_stream_steps")}
+    assert registry.get_sync(sync_id).status == "queued"  # kept

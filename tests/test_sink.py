@@ -16,7 +16,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import CommitTableResponse, Table
 from pyiceberg.table.update import TableRequirement, TableUpdate
 
-from rawquery_workers.errors import SinkError
+from rawquery_workers.errors import SinkError, StaleSyncError
 from rawquery_workers.settings import get_settings
 from rawquery_workers.sink import IcebergSink, close_catalogs, new_catalog, open_catalog
 from rawquery_workers.transform.batch import KEY, REJECTED, SYNCED_AT, TableBatch
@@ -207,7 +207,7 @@ def test_write_rejects_values_that_cannot_be_cast(sink: IcebergSink) -> None:
 # --- writes ----------------------------------------------------------------------------
 
 
-def test_write_files_dedupes_splits_and_has_no_field_ids(sink: IcebergSink) -> None:
+def test_write_files_dedupes_splits_and_carries_field_ids(sink: IcebergSink) -> None:
     batch = make_batch(
         "users",
         {"id": pa.array([1, 2, 1] * 1000, pa.int64()), "name": [f"n{i}" for i in range(3000)]},
@@ -225,7 +225,12 @@ def test_write_files_dedupes_splits_and_has_no_field_ids(sink: IcebergSink) -> N
     local = files[0].removeprefix("file://")
     assert "/data/rq-s/" in local
     schema = pq.read_schema(local)
-    assert all(not (f.metadata or {}).get(b"PARQUET:field_id") for f in schema)
+    table = sink.catalog.load_table((NS, "users")).schema()
+    assert {f.name: int(f.metadata[b"PARQUET:field_id"]) for f in schema} == {
+        name: table.find_field(name).field_id for name in schema.names
+    }
+    assert table.identifier_field_names() == {"id"}  # the primary key, required
+    assert table.find_field("id").required and not schema.field("id").nullable
     assert pq.ParquetFile(local).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
@@ -449,6 +454,68 @@ def test_committed_state_walks_back_past_foreign_snapshots(sink: IcebergSink) ->
     assert "rq.sync_id" not in table.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
     assert sink.committed_state(NS, "users")["rq.cursor"] == "42"
     assert sink.committed_state(NS, "missing") == {}
+
+
+def expire_all_but_head(sink: IcebergSink, table_name: str) -> None:
+    """What `expire_snapshots(retain_last=1)` by any engine leaves: the head alone."""
+    table = sink.catalog.load_table((NS, table_name))
+    head = table.current_snapshot()
+    assert head is not None
+    older = [s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id != head.snapshot_id]
+    table.maintenance.expire_snapshots().by_ids(older).commit()
+
+
+def foreign_rewrite(sink: IcebergSink, table_name: str) -> None:
+    table = sink.catalog.load_table((NS, table_name))
+    table.overwrite(table.scan().to_arrow())  # a commit without rq.* properties
+
+
+def test_state_lives_in_the_table_properties_and_outlives_expired_snapshots(
+    sink: IcebergSink,
+) -> None:
+    land(sink, users(range(3), "a"), sync_id="s", segment=0, state={"rq.cursor": "7"})
+    land(sink, users(range(3, 5), "b"), sync_id="t", segment=0, state={"rq.complete": "false"})
+    properties = sink.catalog.load_table((NS, "users")).properties
+    assert properties["rq.state.sync_id"] == "t" and "rq.state.cursor" not in properties
+    foreign_rewrite(sink, "users")
+    expire_all_but_head(sink, "users")
+
+    assert sink.committed_state(NS, "users") == {
+        "rq.sync_id": "t", "rq.segment": "0", "rq.complete": "false"
+    }  # fmt: skip
+    # a redelivered commit of a segment whose snapshot is gone still commits nothing
+    assert sink.segment_committed(NS, "users", "t", 0)
+    assert not land(sink, users(range(3, 5), "b"), sync_id="t", segment=0)
+    assert not sink.segment_committed(NS, "users", "t", 1)
+
+
+def test_a_redelivered_full_refresh_finish_after_expiry_empties_nothing(sink: IcebergSink) -> None:
+    land(sink, users(range(5), "a"), sync_id="s", segment=0)
+    stage(sink, users(range(3), "f"), sync_id="f", segment=0)
+    assert sink.finish_replace(NS, "users", sync_id="f", state={"rq.complete": "true"})
+    land(sink, users(range(3, 4), "n"), sync_id="n", segment=0)
+    expire_all_but_head(sink, "users")
+
+    assert not sink.finish_replace(NS, "users", sync_id="f")  # its branch is gone: no swap
+    assert rows(sink, "users", "id") == [(0,), (1,), (2,), (3,)]
+
+
+def test_the_fence_sees_a_newer_sync_after_its_snapshots_expired(sink: IcebergSink) -> None:
+    land(sink, users(range(3), "a"), sync_id="old", segment=0)
+    fence = sink.head_sequence(NS, "users")
+    land(sink, users(range(3, 6), "b"), sync_id="new", segment=0)  # the sync that took over
+    foreign_rewrite(sink, "users")
+    expire_all_but_head(sink, "users")
+    files = sink.write_files(NS, "users", users(range(9, 10), "x").data, sync_id="old", segment=1)
+
+    with pytest.raises(StaleSyncError, match="sync new committed"):
+        sink.commit(NS, "users", files, mode="merge", sync_id="old", segment=1, fence=fence)
+    # another engine's commit is nobody's: a sync that started after "new" still commits
+    fence = sink.head_sequence(NS, "users")
+    foreign_rewrite(sink, "users")
+    expire_all_but_head(sink, "users")
+    assert sink.commit(NS, "users", files, mode="merge", sync_id="third", segment=0, fence=fence)
+    assert (9,) in rows(sink, "users", "id")
 
 
 # --- concurrency -----------------------------------------------------------------------

@@ -31,7 +31,8 @@ COLUMN_TYPES = "string, integer, float, boolean, timestamp, date, json"
 STREAM_FIELDS = (
     "name, endpoint, method, headers, body, data_path, primary_key, cursor_field, "
     "cursor_lookback, cursor_start, cursor_format, error_path, ignore_status, parent, "
-    "pagination, params, query, variables, sync_modes, flatten, expand, fields, types"
+    "pagination, params, query, variables, sync_modes, flatten, expand, fields, types, "
+    "partition_by, sort_by"
 )
 NAME_RULE = "use letters, digits and '_', not starting with a digit (it becomes the table name)"
 TEMPLATE_NAMES = "{{auth.username}}, {{auth.password}}, {{auth.token}}"
@@ -681,6 +682,48 @@ EXTENSION_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["streams[0].body: 'body' is only for REST specs"],
     ),
     ("error_path empty", top(error_path=""), ["error_path: must not be empty"]),
+    (
+        "partition_by entries that are not partitions",
+        stream(partition_by=["week(created_at)", "day()", "day(a)(b)", ""]),
+        [
+            f"streams[0].partition_by[{n}]: '{entry}' is not a partition; use a column name "
+            '(one partition per value), "day(COLUMN)" or "month(COLUMN)"'
+            for n, entry in enumerate(["week(created_at)", "day()", "day(a)(b)", ""])
+        ],
+    ),
+    (
+        "partition_by on a column twice, and on one of the wrong declared type",
+        stream(partition_by=["day(at)", "month(at)", "month(n)"], types={"n": "integer"}),
+        [
+            "streams[0].partition_by[1]: 'at' is partitioned twice; keep one entry",
+            "streams[0].partition_by[2]: month() needs a timestamp or date column; "
+            "'types' declares 'n' integer",
+        ],
+    ),
+    (
+        "partition_by a declared timestamp itself",
+        stream(partition_by=["at"], types={"at": "timestamp"}),
+        [
+            "streams[0].partition_by[0]: 'at' is a timestamp: one partition per instant; "
+            'use "day(at)" or "month(at)"'
+        ],
+    ),
+    (
+        "partition_by and sort_by naming columns the table will not have",
+        stream(
+            partition_by=["_rq_key", "items"],
+            sort_by=["id", "name", "id"],
+            expand=EXPAND,
+            fields={"include": ["email"]},
+        ),
+        [
+            "streams[0].partition_by[0]: '_rq_key' is a system column; of those only "
+            "_rq_synced_at may be named here",
+            "streams[0].partition_by[1]: 'items' is expanded into the child table users_items",
+            "streams[0].sort_by[1]: 'name' is left out by fields.include; add it there",
+            "streams[0].sort_by[2]: 'id' is named twice; keep one",
+        ],
+    ),
     (
         "last_record without field",
         stream(pagination={"type": "cursor", "cursor_path": "last_record", "param": "p"}),

@@ -286,6 +286,24 @@ def test_cursor_param_with_cursor_field_and_absolute_endpoint_on_base_host() -> 
     assert spec.streams[0].incremental
 
 
+def test_partition_by_and_sort_by() -> None:
+    spec = parse_spec(
+        with_stream(
+            partition_by=["status", "day(created_at)", "month(_rq_synced_at)"],
+            sort_by=["id", "created_at"],
+            types={"created_at": "timestamp"},
+        )
+    )
+    stream = spec.streams[0]
+    assert stream.partition_fields == [
+        ("identity", "status"),
+        ("day", "created_at"),
+        ("month", "_rq_synced_at"),
+    ]
+    assert stream.sort_by == ["id", "created_at"]
+    assert parse_spec(with_stream()).streams[0].partition_fields == []
+
+
 EXAMPLES = {
     "quick_start": QUICK_START,
     "graphql": GRAPHQL,

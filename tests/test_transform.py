@@ -687,3 +687,23 @@ def test_epoch_numbers_before_year_one_are_rejected_not_a_crash(
     data = result.tables[0].data
     assert data.column("id").null_count == 1
     assert data.column("_rq_rejected").to_pylist()[0] == '{"id":-100000000000000}'
+
+
+def test_the_stream_table_carries_partition_by_and_sort_by_by_final_names() -> None:
+    s = stream(
+        primary_key=["id"],
+        partition_by=["state", "day(created)", "month(_rq_synced_at)"],
+        sort_by=["id", "state"],
+        fields={"rename": {"state": "status"}},
+        types={"created": "timestamp"},
+        expand={"items": {"primary_key": "id", "parent_key": "order_id"}},
+    )
+    records = [{"id": 1, "state": "open", "created": "2024-03-01T00:00:00Z", "items": []}]
+    parent, child = transform_records(s, records).tables
+    assert parent.layout.partition_by == (
+        ("identity", "status"),
+        ("day", "created"),
+        ("month", "_rq_synced_at"),
+    )
+    assert parent.layout.sort_by == ("id", "status")
+    assert child.layout.partition_by == () and child.layout.sort_by == ()

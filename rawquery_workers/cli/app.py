@@ -6,7 +6,6 @@ Domain errors become exit codes here and only here: a RawqueryError prints its m
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import NoReturn
@@ -17,6 +16,7 @@ from rawquery_workers.cli import (
     connect_cmd,
     connections_cmd,
     demo_cmd,
+    maintain_cmd,
     query_cmd,
     secrets_cmd,
     spec_cmd,
@@ -24,6 +24,7 @@ from rawquery_workers.cli import (
     worker_cmd,
 )
 from rawquery_workers.errors import RawqueryError, SpecError
+from rawquery_workers.observe import logs
 
 try:  # Typer >= 0.2x bundles its own click: its usage errors are not click's classes
     from typer._click.exceptions import ClickException as _TyperClickException
@@ -41,6 +42,7 @@ connect_cmd.register(app)
 query_cmd.register(app)
 demo_cmd.register(app)
 worker_cmd.register(app)
+maintain_cmd.register(app)
 app.add_typer(connections_cmd.app, name="connections", help="Manage and sync connections.")
 app.add_typer(spec_cmd.app, name="spec", help="Check a connector spec or print its schema.")
 app.add_typer(secrets_cmd.app, name="secrets", help="Manage the credential encryption keys.")
@@ -84,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None) -> None:
-    logging.basicConfig(level=os.environ.get("RAWQUERY_LOG_LEVEL", "WARNING"))
     try:
+        logs.configure()  # RAWQUERY_LOG_LEVEL (default WARNING) and RAWQUERY_LOG_FORMAT
         result = app(args=argv, standalone_mode=False)
     except _TyperClickException as exc:
         _usage_error(exc)

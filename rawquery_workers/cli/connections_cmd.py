@@ -197,6 +197,15 @@ def sync(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait and show progress, or return at once.")
     ] = True,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            help="When the sync ends, write its Prometheus metrics to this file "
+            "(node_exporter's textfile-collector format). A sync in this process only: "
+            "workers serve theirs on RAWQUERY_METRICS_PORT.",
+        ),
+    ] = None,
 ) -> None:
     """Sync a connection: every stream (or the --stream ones) into Iceberg."""
     with startup.gc_paused():  # the start-up, up to the enqueue: see cli/startup.py
@@ -205,6 +214,8 @@ def sync(
         from rawquery_workers.settings import get_settings
 
         settings = get_settings()
+        if metrics_file is not None:
+            _check_metrics_file(settings, wait)
         registry = open_registry(settings)
         sync_id, streams = plan_sync(registry, name, stream, full_refresh)
         if settings.distributed:
@@ -217,13 +228,30 @@ def sync(
     if settings.distributed:
         outcome = display.follow_sync(registry, sync_id)
     else:
-        outcome = _run_here(registry, settings, sync_id, streams, wait)
+        from rawquery_workers.observe.exposition import textfile_at_end
+
+        with textfile_at_end(metrics_file, name):
+            outcome = _run_here(registry, settings, sync_id, streams, wait)
     if outcome is None:  # --no-wait
         typer.echo(sync_id)
         return
     display.sync_summary(outcome)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _check_metrics_file(settings: Settings, wait: bool) -> None:
+    """--metrics-file is written by the process that runs the sync, when it ends."""
+    where = None
+    if settings.distributed:
+        where = (
+            "this sync runs on the workers (RAWQUERY_REDIS_URL is set), which serve its "
+            "metrics on RAWQUERY_METRICS_PORT"
+        )
+    elif not wait:
+        where = "it is written when the sync ends, so it needs --wait"
+    if where:
+        raise typer.BadParameter(where, param_hint="'--metrics-file'")
 
 
 def _hand_to_workers(registry: Registry, name: str, sync_id: str) -> None:

@@ -128,6 +128,8 @@ def sync_summary(outcome: Any) -> None:
         cells = [s.name, s.status, s.rows, s.pages, f"{s.seconds:.2f}"]
         table.add_row(*map(plain, cells), plain("\n".join(notes), fold=True))
     console.print(table)
+    for line in getattr(outcome, "maintained", ()):
+        console.print(plain(f"maintenance: {line}"))
 
 
 # --- a sync's live progress, the same in both modes --------------------------------------

@@ -1,4 +1,8 @@
-"""`rq worker` and `rq beat`: the processes of distributed mode."""
+"""`rq worker`, `rq beat` and `rq flower`: the processes of distributed mode.
+
+Their log level is RAWQUERY_LOG_LEVEL when it is set (it wins over `--loglevel`), else INFO;
+RAWQUERY_LOG_FORMAT=json makes every line a JSON object (observe/logs.py).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +37,17 @@ def beat(ctx: typer.Context) -> None:
     app.start(["beat", "--loglevel=INFO", *ctx.args])
 
 
+def flower(ctx: typer.Context) -> None:
+    """Flower, the Celery monitor, with /metrics behind its login too (extra arguments go
+    to Flower, e.g. --port=5555; credentials in FLOWER_BASIC_AUTH=user:password)."""
+    _need_redis()
+    from rawquery_workers.distributed.flower_monitor import run
+
+    run(list(ctx.args))
+
+
 def register(app: typer.Typer) -> None:
     extra = {"allow_extra_args": True, "ignore_unknown_options": True}
     app.command("worker", context_settings=extra)(worker)
     app.command("beat", context_settings=extra)(beat)
+    app.command("flower", context_settings=extra)(flower)

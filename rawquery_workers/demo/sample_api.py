@@ -4,10 +4,16 @@ GET /v1/orders?offset=&limit=      offset pagination, `{"data": [...], "total": 
 GET /v1/customers?page=&per_page=  page-number pagination, `{"results": [...]}`
 Both need `Authorization: Bearer <token>`. Orders carry a nested customer (with a nested
 address), a string array of tags and an array of line items, like a shop's order export.
+
+`python -m rawquery_workers.demo.sample_api [--port 8080]` serves it until interrupted (the
+URL and token are printed); `rq demo` runs it in-process instead.
 """
 
 from __future__ import annotations
 
+import argparse
+import signal
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,8 +92,17 @@ def make_orders(count: int, customers: int = 20) -> list[dict[str, Any]]:
 class SampleApi:
     """Serves the demo data; `url` is the API base (…/v1). Use as a context manager."""
 
-    def __init__(self, orders: int = 250, customers: int = 20, token: str = DEMO_TOKEN) -> None:
+    def __init__(
+        self,
+        orders: int = 250,
+        customers: int = 20,
+        token: str = DEMO_TOKEN,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.token = token
+        self.host = host
+        self.port = port  # 0: any free port
         self.orders = make_orders(orders, customers)
         self.customers = make_customers(customers)
         self._httpd: ThreadingHTTPServer | None = None
@@ -95,10 +110,10 @@ class SampleApi:
     @property
     def url(self) -> str:
         assert self._httpd is not None, "sample API not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"http://{self.host}:{self._httpd.server_address[1]}/v1"
 
     def start(self) -> SampleApi:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
@@ -151,3 +166,35 @@ def _handler_for(api: SampleApi) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the demo API in the foreground until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rawquery_workers.demo.sample_api", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    parser.add_argument("--orders", type=int, default=250, help="orders it holds")
+    parser.add_argument("--customers", type=int, default=20, help="customers it holds")
+    args = parser.parse_args(argv)
+    api = SampleApi(args.orders, args.customers, host=args.host, port=args.port)
+    try:
+        api.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    print(f"demo API at {api.url} (Authorization: Bearer {api.token}); Ctrl-C stops it", flush=True)
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

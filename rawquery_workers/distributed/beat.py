@@ -19,12 +19,16 @@ from celery.beat import Scheduler
 
 from rawquery_workers.distributed.lease import claim
 from rawquery_workers.errors import ConflictError, RawqueryError
+from rawquery_workers.observe.health import LoopHeartbeat
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.registry.connections import plan_sync
 from rawquery_workers.registry.schedule import parse_schedule
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 5.0
+# Beat's /healthz (distributed/observability.py): unhealthy once no round has gone well for
+# a dozen ticks (the registry or Redis away that long, or the loop stuck).
+SCHEDULE_ROUNDS = LoopHeartbeat("schedule loop", stale_after=12 * TICK_SECONDS)
 
 
 def due_slot(
@@ -99,6 +103,10 @@ class RegistryScheduler(Scheduler):
                 log.info("fired scheduled sync of %s", name)
         except RawqueryError as exc:
             log.error("scheduling failed: %s", exc)
+            SCHEDULE_ROUNDS.ran(error=type(exc).__name__)
         except Exception as exc:  # Redis or the database away: try again next tick
             log.error("scheduling failed (%s: %s); retrying", type(exc).__name__, exc)
+            SCHEDULE_ROUNDS.ran(error=type(exc).__name__)
+        else:
+            SCHEDULE_ROUNDS.ran()
         return TICK_SECONDS

@@ -59,7 +59,14 @@ app = make_app()
 
 
 def enqueue_sync(sync_id: str) -> None:
-    """Hand a planned (and claimed: `lease.claim`) sync to the workers (`rq.start_sync`)."""
+    """Hand a planned (and claimed: `lease.claim`) sync to the workers (`rq.start_sync`),
+    recording the Redis incarnation it goes to (a Redis that loses its data has it
+    published again: distributed/reaper.py)."""
+    from rawquery_workers.distributed.redis_keys import incarnation, redis_client
+    from rawquery_workers.registry import open_registry
+
+    settings = get_settings()
+    open_registry(settings).steps.published(sync_id, incarnation(redis_client(settings)))
     # A task's own `delay` adds ignore_result from the app's config; by name, say it here,
     # else Celery would subscribe to the result of a task that never stores one.
     app.send_task(

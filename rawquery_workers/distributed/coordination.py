@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rawquery_workers.distributed.lease import release_lease, renew_lease
 from rawquery_workers.distributed.redis_keys import (
+    incarnation,
     redis_client,
     segment_enqueued_key,
     step_attempts_key,
@@ -160,7 +161,8 @@ def _start_stream(
     data = job.to_dict()
     # Recorded before the claim: a worker dying between the claim and the enqueue leaves a
     # step the reapers see without its message, and hand on again.
-    conn.registry.steps.handed_on(sync_id, stream, data, job.epoch, only_if_new=True)
+    broker = incarnation(_redis())
+    conn.registry.steps.handed_on(sync_id, stream, data, job.epoch, only_if_new=True, broker=broker)
     if conn.registry.claim_stream_start(sync_id, stream):
         enqueue(data)
 
@@ -171,7 +173,8 @@ def hand_on(
     """Enqueue a segment's chain, recorded first so that a reaper can take the stream over
     if the worker running it dies (registry/takeover.py)."""
     data = job.to_dict()
-    registry.steps.handed_on(job.sync_id, job.stream, data, job.epoch)
+    broker = incarnation(_redis())
+    registry.steps.handed_on(job.sync_id, job.stream, data, job.epoch, broker=broker)
     enqueue(data)
 
 
@@ -278,6 +281,8 @@ def commit(
     sync = conn.registry.get_sync(job.sync_id)
     for child in _children(conn.spec, sync, job.stream):  # the parent's table is final now
         _start_stream(conn, job.sync_id, child, sync.full_refresh, enqueue)
+    for report in pipeline.maintain_stream_tables(ctx):  # still under the sync's lease
+        log.info("sync %s: %s", job.sync_id, report.summary())
     _stream_finished(conn.registry, job)
 
 

@@ -1,5 +1,6 @@
-"""The reaper: in every worker's main process, a thread that beats for the worker and takes
-over the streams of workers that stopped beating (registry/takeover.py says how).
+"""The reaper: in every worker's main process, a thread that beats for the worker, takes
+over the streams of workers that stopped beating, and publishes again what a Redis that
+came back without its data lost (registry/takeover.py says how).
 
 It runs in the main process, not in the pool's children: a child killed or stuck mid-task
 must not stop its worker's beat, and a whole worker (or node) that died stops beating, so
@@ -17,9 +18,11 @@ from typing import Any
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from rawquery_workers.distributed.redis_keys import incarnation, redis_client
 from rawquery_workers.errors import RawqueryError
 from rawquery_workers.registry import open_registry
-from rawquery_workers.registry.takeover import BEAT_SECONDS, DEAD_AFTER
+from rawquery_workers.registry.takeover import BEAT_SECONDS, DEAD_AFTER, StreamSteps
+from rawquery_workers.settings import get_settings
 
 log = logging.getLogger(__name__)
 _started: set[str] = set()
@@ -52,10 +55,11 @@ def reap_once(node: str, enqueue: Callable[[dict[str, Any]], None]) -> list[dict
     the jobs handed on."""
     steps = open_registry().steps
     steps.beat(node, os.getpid())
+    broker = incarnation(redis_client(get_settings()))
     taken = []
     abandoned = [s for s in steps.abandoned(DEAD_AFTER) if s.worker != node]
     for step in abandoned:
-        job = steps.take_over(step)
+        job = steps.take_over(step, broker)
         if job is None:
             continue  # another reaper was first
         log.warning(
@@ -67,4 +71,34 @@ def reap_once(node: str, enqueue: Callable[[dict[str, Any]], None]) -> list[dict
         )
         enqueue(job)
         taken.append(job)
+    taken += _publish_lost(steps, broker, enqueue)
     return taken
+
+
+def _publish_lost(
+    steps: StreamSteps, broker: str, enqueue: Callable[[dict[str, Any]], None]
+) -> list[dict[str, Any]]:
+    """Publish again what a Redis that lost its data lost: queued steps and sync starts
+    recorded under another incarnation (registry/takeover.py)."""
+    again = []
+    for step in steps.lost_queued(broker):
+        job = steps.publish_again(step, broker)
+        if job is None:
+            continue
+        log.warning(
+            "Redis lost its data (incarnation %s is gone): publishing stream %s of sync %s "
+            "again at segment %s",
+            step.broker,
+            step.stream,
+            step.sync_id,
+            job.get("segment"),
+        )
+        enqueue(job)
+        again.append(job)
+    for sync_id in steps.lost_starts(broker):
+        if steps.start_again(sync_id, steps.broker_of(sync_id), broker):
+            log.warning("Redis lost its data: publishing the start of sync %s again", sync_id)
+            from rawquery_workers.distributed.celery_app import enqueue_sync
+
+            enqueue_sync(sync_id)
+    return again

@@ -67,6 +67,22 @@ def step_attempts_key(connection: str, sync_id: str, stream: str, segment: int, 
     return _sync_key(connection, sync_id, stream, segment, step, "attempts")
 
 
+INCARNATION_KEY = PREFIX + "incarnation"
+
+
+def incarnation(client: Redis) -> str:
+    """This Redis' incarnation: a random token set once (no expiry) by whoever asks first.
+    A Redis that comes back without its data has none, so a new one: every message
+    recorded as published under the old token is known lost (distributed/reaper.py)."""
+    token = client.get(INCARNATION_KEY)
+    if token is None:
+        import uuid
+
+        client.set(INCARNATION_KEY, uuid.uuid4().hex, nx=True)
+        token = client.get(INCARNATION_KEY)
+    return token.decode() if isinstance(token, bytes) else str(token)
+
+
 _clients: dict[str, Redis] = {}
 
 

@@ -20,7 +20,12 @@ from celery import chain, current_task, signals
 from celery.app import trace
 from kombu.exceptions import OperationalError
 
-from rawquery_workers.distributed import coordination, lease, reaper
+from rawquery_workers.distributed import (
+    coordination,
+    lease,
+    observability,  # noqa: F401  (imported for the Celery signals it connects)
+    reaper,
+)
 from rawquery_workers.distributed.celery_app import START_SYNC
 from rawquery_workers.distributed.celery_app import app as app  # `celery -A` finds it here
 from rawquery_workers.errors import RawqueryError

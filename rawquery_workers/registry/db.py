@@ -47,7 +47,7 @@ from sqlalchemy.types import TypeDecorator
 from rawquery_workers.errors import ConfigError
 from rawquery_workers.private_files import private_sqlite_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_SCHEMA_LOCK = 0x72715F736368  # "rq_sch": serialises schema changes across processes
 
@@ -62,7 +62,15 @@ def _v2_leases_and_steps(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE rq_syncs ADD COLUMN spec TEXT"))
 
 
-MIGRATIONS: dict[int, Migration] = {2: _v2_leases_and_steps}
+def _v3_broker(conn: Connection) -> None:
+    """Version 3: the Redis incarnation a sync's start and a stream's step were published
+    to (`broker`), so that a Redis that lost its data has them published again."""
+    conn.execute(text("ALTER TABLE rq_syncs ADD COLUMN broker TEXT"))
+    if inspect(conn).has_table("rq_stream_steps"):  # from version 1 it is created afresh
+        conn.execute(text("ALTER TABLE rq_stream_steps ADD COLUMN broker TEXT"))
+
+
+MIGRATIONS: dict[int, Migration] = {2: _v2_leases_and_steps, 3: _v3_broker}
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -150,6 +158,8 @@ syncs = Table(
     Column("error", Text, nullable=True),
     # The spec the sync was planned with: a running sync keeps it whatever `update` does.
     Column("spec", JSONText, nullable=True),
+    # The Redis incarnation its start was published to (distributed/redis_keys.incarnation).
+    Column("broker", Text, nullable=True),
     Index("ix_rq_syncs_connection_status", "connection", "status"),
 )
 
@@ -202,6 +212,7 @@ stream_steps = Table(
     Column("job", JSONText, nullable=False),
     Column("worker", Text, nullable=True),  # the Celery node running its current step
     Column("handed_at", Float, nullable=False),  # epoch seconds
+    Column("broker", Text, nullable=True),  # the Redis incarnation its message went to
 )
 
 # Every worker's main process says it is alive here every few seconds.

@@ -124,13 +124,32 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def sync_conflict(connection: str, owner: LockOwner | None) -> ConflictError:
-    """The error for a sync refused because another one of the same connection runs."""
+def sync_conflict(
+    connection: str, owner: LockOwner | None, holder: str | None = None
+) -> ConflictError:
+    """The error for a sync refused because another one of the same connection runs (or
+    its tables are being maintained: `holder` is the lease's id)."""
     held_by = f" ({owner.describe()})" if owner else ""
+    if holder is not None and is_maintenance(holder):
+        return ConflictError(
+            f"connection {connection}: its tables are being maintained{held_by}; try again "
+            "when `rq maintain` is done"
+        )
     return ConflictError(
         f"connection {connection} is already syncing{held_by}; "
         f"follow it with `rq connections status {connection}`"
     )
+
+
+MAINTENANCE_PREFIX = "maintain-"  # the lease id of a maintenance run (no sync record)
+
+
+def maintenance_id() -> str:
+    return f"{MAINTENANCE_PREFIX}{uuid.uuid4().hex}"
+
+
+def is_maintenance(lease_id: str) -> bool:
+    return lease_id.startswith(MAINTENANCE_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +181,7 @@ class SyncLeases:
             if held is not None and held.sync_id != sync_id:
                 taken = _take_over_reason(held, status, now, ttl)
                 if taken is None:
-                    raise sync_conflict(connection, held.owner)
+                    raise sync_conflict(connection, held.owner, held.sync_id)
                 if status in ("queued", "running"):
                     _fail_sync(conn, held.sync_id, taken)
             generation = (row["generation"] if row else 0) + (
@@ -267,8 +286,9 @@ def _held(row: Any) -> Lease | None:
 
 
 def _take_over_reason(held: Lease, status: str | None, now: float, ttl: float) -> str | None:
-    """Why the lease `held` may be taken now, or None while its sync is alive."""
-    if status not in ("queued", "running"):
+    """Why the lease `held` may be taken now, or None while its sync (or maintenance run,
+    which has no sync record: only its expiry and process tell) is alive."""
+    if status not in ("queued", "running") and not is_maintenance(held.sync_id):
         return "finished"  # its release was lost: nothing to take over from
     if held.expires_at <= now:
         return EXPIRED.format(ttl=ttl)

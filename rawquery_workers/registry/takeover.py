@@ -12,8 +12,11 @@ segment (a commit repeated by the takeover is a no-op). The dead worker's own me
 delivered again later, carries the old epoch and is dropped (`started` says so).
 
 A step queued for a free worker has no worker: it is never taken over, however long the
-queue. (So a Redis that comes back empty, having lost the queue, leaves those syncs to be
-marked lost when their lease runs out; the next sync resumes exactly.)
+queue. A Redis that comes back without its data has lost that queue: each step records
+the Redis incarnation its message went to (`broker`, distributed/redis_keys.incarnation),
+and a step queued under an incarnation that is gone is published again (`lost_queued`,
+`publish_again`), its epoch grown as for a takeover, so a copy that survived after all
+is dropped. Sync starts are recorded the same way (`Registry.published`).
 
 A paused worker still beats from its main process: its steps are not taken over,
 and the lease and the commit fence deal with it instead.
@@ -49,6 +52,7 @@ class Abandoned:
     epoch: int
     worker: str
     job: dict[str, Any]
+    broker: str | None = None
 
 
 class StreamSteps:
@@ -65,10 +69,18 @@ class StreamSteps:
         epoch: int,
         *,
         only_if_new: bool = False,
+        broker: str | None = None,
     ) -> None:
-        """Record the job just enqueued for the stream (no worker runs it yet); with
-        `only_if_new`, only when the stream has no step recorded yet (its first segment)."""
-        values = {"epoch": epoch, "job": job, "worker": None, "handed_at": time.time()}
+        """Record the job about to be enqueued for the stream (no worker runs it yet), to
+        the Redis incarnation `broker`; with `only_if_new`, only when the stream has no step
+        recorded yet (its first segment)."""
+        values = {
+            "epoch": epoch,
+            "job": job,
+            "worker": None,
+            "handed_at": time.time(),
+            "broker": broker,
+        }
         with write_tx(self.engine) as conn:
             if only_if_new:
                 known = conn.execute(
@@ -180,9 +192,75 @@ class StreamSteps:
             for r in rows
         ]
 
-    def take_over(self, step: Abandoned) -> dict[str, Any] | None:
-        """Claim an abandoned step for a new delivery: its job with the next epoch, or None
-        when another reaper (or the step itself) moved it on first."""
+    def lost_queued(self, broker: str) -> list[Abandoned]:
+        """Steps of running streams queued (no worker runs them) under a Redis incarnation
+        other than `broker`: their messages went with that Redis' data."""
+        query = (
+            select(stream_steps)
+            .join(syncs, syncs.c.id == stream_steps.c.sync_id)
+            .join(
+                stream_runs,
+                and_(
+                    stream_runs.c.sync_id == stream_steps.c.sync_id,
+                    stream_runs.c.stream == stream_steps.c.stream,
+                ),
+            )
+            .where(stream_steps.c.worker.is_(None))
+            .where(stream_steps.c.broker.is_not(None), stream_steps.c.broker != broker)
+            .where(syncs.c.status == "running", stream_runs.c.status == "running")
+        )
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            Abandoned(r["sync_id"], r["stream"], r["epoch"], "", dict(r["job"]), r["broker"])
+            for r in rows
+        ]
+
+    def publish_again(self, step: Abandoned, broker: str) -> dict[str, Any] | None:
+        """Claim a lost queued step for publishing to incarnation `broker`: its job with
+        the next epoch, or None when another reaper (or a worker) moved it on first."""
+        still = (stream_steps.c.worker.is_(None), stream_steps.c.broker == step.broker)
+        return self._next_epoch(step, still, broker)
+
+    def lost_starts(self, broker: str) -> list[str]:
+        """Queued syncs whose start was published to another Redis incarnation."""
+        query = select(syncs.c.id).where(
+            syncs.c.status == "queued", syncs.c.broker.is_not(None), syncs.c.broker != broker
+        )
+        with read_tx(self.engine) as conn:
+            return [row[0] for row in conn.execute(query)]
+
+    def start_again(self, sync_id: str, lost: str | None, broker: str) -> bool:
+        """Claim a lost start for publishing to `broker` (once among the reapers)."""
+        with write_tx(self.engine) as conn:
+            done = conn.execute(
+                update(syncs)
+                .where(syncs.c.id == sync_id, syncs.c.status == "queued")
+                .where(syncs.c.broker == lost if lost is not None else syncs.c.broker.is_(None))
+                .values(broker=broker)
+            )
+        return bool(done.rowcount)
+
+    def published(self, sync_id: str, broker: str) -> None:
+        """The start of `sync_id` is about to be published to incarnation `broker`."""
+        with write_tx(self.engine) as conn:
+            conn.execute(update(syncs).where(syncs.c.id == sync_id).values(broker=broker))
+
+    def broker_of(self, sync_id: str) -> str | None:
+        with read_tx(self.engine) as conn:
+            found = conn.execute(select(syncs.c.broker).where(syncs.c.id == sync_id)).scalar()
+        return str(found) if found is not None else None
+
+    def take_over(self, step: Abandoned, broker: str | None = None) -> dict[str, Any] | None:
+        """Claim an abandoned step for a new delivery (to incarnation `broker`): its job with
+        the next epoch, or None when another reaper (or the step itself) moved it on first."""
+        return self._next_epoch(step, (stream_steps.c.worker == step.worker,), broker)
+
+    def _next_epoch(
+        self, step: Abandoned, still: tuple[Any, ...], broker: str | None
+    ) -> dict[str, Any] | None:
+        """Move the step to the next epoch, queued to `broker`, if it is still at its epoch
+        and as `still` says (one reaper wins); the job to publish, or None."""
         epoch = step.epoch + 1
         job = {**step.job, "epoch": epoch}
         with write_tx(self.engine) as conn:
@@ -192,8 +270,8 @@ class StreamSteps:
                     stream_steps.c.sync_id == step.sync_id,
                     stream_steps.c.stream == step.stream,
                     stream_steps.c.epoch == step.epoch,
-                    stream_steps.c.worker == step.worker,
+                    *still,
                 )
-                .values(epoch=epoch, job=job, worker=None, handed_at=time.time())
+                .values(epoch=epoch, job=job, worker=None, handed_at=time.time(), broker=broker)
             )
         return job if done.rowcount else None

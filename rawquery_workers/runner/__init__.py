@@ -2,7 +2,7 @@
 written a chunk at a time (`segment`), staging, progress, the per-connection context, the
 stream-run lifecycle both runners share (`runs`), and the embedded loop (`sync`).
 
-May import: errors, settings, spec, http, paginate, auth, transform, sink, registry; and,
-from `context` only, the Redis services of distributed/ when RAWQUERY_REDIS_URL is set.
+May import: errors, settings, spec, http, paginate, auth, transform, sink, registry, observe;
+and, from `context` only, the Redis services of distributed/ when RAWQUERY_REDIS_URL is set.
 Never cli.
 """

@@ -19,6 +19,7 @@ from rawquery_workers.distributed.redis_keys import redis_client
 from rawquery_workers.http.client import ApiClient, RetryPolicy, build_client
 from rawquery_workers.http.ratelimit import NoLimit, RateLimiter, local_limiter
 from rawquery_workers.http.redact import Redactor
+from rawquery_workers.observe import metrics
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.runner.progress import ProgressHook
 from rawquery_workers.runner.staging import Staging
@@ -87,8 +88,9 @@ class ConnectionContext:
 
     def stream(self, name: str, on_progress: ProgressHook | None = None) -> StreamContext:
         """What one stream's steps need. Its events (pages, and its requests tagged with the
-        stream's name) go to `on_progress` if given, else to the connection's hook."""
-        hook = on_progress or self.on_progress
+        stream's name) are counted (observe/metrics.py), then go to `on_progress` if given,
+        else to the connection's hook."""
+        hook = metrics.counting(self.name, on_progress or self.on_progress)
         return StreamContext(
             connection=self.name,
             spec=self.spec,
@@ -144,13 +146,12 @@ class ConnectionContext:
             return RedisTokenBucket(redis_client(self.settings), rate, burst)
         return local_limiter(self.name, rate, burst)
 
-    def _api(self, stream: str, hook: ProgressHook | None) -> ApiClient:
+    def _api(self, stream: str, hook: ProgressHook) -> ApiClient:
         """A stream's API client: the connection's HTTP pool, auth, limiter and retry policy
         (cheap to build: no I/O), with its `request`/`retry` events tagged with the stream."""
 
         def on_event(event: dict[str, Any]) -> None:
-            if hook is not None:
-                hook({**event, "stream": stream})
+            hook({**event, "stream": stream})
 
         return ApiClient(
             self.client,

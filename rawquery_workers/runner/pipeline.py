@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -50,6 +50,9 @@ from rawquery_workers.transform.batch import KEY
 from rawquery_workers.transform.columnar import PageBodies
 from rawquery_workers.transform.cursor import bounded, later_cursor, looked_back
 from rawquery_workers.transform.landed import LandedRecords
+
+if TYPE_CHECKING:
+    from rawquery_workers.sink.maintenance import TableReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +561,15 @@ def _commit_full_refresh(ctx: StreamContext, staged: StagedSegment) -> None:
         ctx.sink.finish_replace(
             job.connection, name, sync_id=job.sync_id, state=state, fence=job.fences.get(name)
         )
+
+
+def maintain_stream_tables(ctx: StreamContext) -> list[TableReport]:
+    """After a stream succeeded, its lease still held: maintain its tables that crossed
+    RAWQUERY_MAINTAIN_AFTER_FILES (runner/maintain.py); what was done."""
+    from rawquery_workers.runner.maintain import maintain_after_sync
+
+    names = [ctx.stream.name, *map(ctx.stream.child_table, ctx.stream.expand)]
+    return maintain_after_sync(ctx.settings, ctx.sink, ctx.connection, names)
 
 
 def abandon(ctx: StreamContext, job: StreamJob) -> None:

@@ -7,7 +7,9 @@
     end_sync_if_last(registry, sync_id)   the last stream to be final ends the sync
 
 The registry holds the record; `outcome_of` turns it into what a user sees, so both
-runners report a stream the same way. `failure_text` is the one error format.
+runners report a stream the same way. `failure_text` is the one error format. The rows
+committed and the durations of ended streams and syncs become metrics here
+(observe/metrics.py), for both runners.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from rawquery_workers.errors import RawqueryError
+from rawquery_workers.observe import metrics
 
 if TYPE_CHECKING:
     from rawquery_workers.registry import Registry
-    from rawquery_workers.registry.records import StreamRunRecord
+    from rawquery_workers.registry.records import StreamRunRecord, SyncRecord
     from rawquery_workers.spec.models import Stream
 
 
@@ -63,8 +66,11 @@ class StreamRun:
     stream: str
 
     def record_now(self) -> StreamRunRecord:
+        return self._in_sync()[1]
+
+    def _in_sync(self) -> tuple[SyncRecord, StreamRunRecord]:
         sync = self.registry.get_sync(self.sync_id)
-        return next(r for r in sync.streams if r.stream == self.stream)
+        return sync, next(r for r in sync.streams if r.stream == self.stream)
 
     def start(self) -> None:
         self._update(status="running", started_at=_now())
@@ -73,7 +79,10 @@ class StreamRun:
         self, rows: int, pages: int, warnings: Sequence[str], changes: Sequence[str]
     ) -> None:
         """After a committed segment: the stream's totals so far, and what it noticed."""
-        run = self.record_now()
+        sync, run = self._in_sync()
+        # The totals recorded before are the rows committed until now: whichever process
+        # commits the next segment counts only what that commit added.
+        metrics.rows_committed(sync.connection, self.stream, rows - run.rows)
         self._update(
             rows=rows,
             pages=pages,
@@ -82,19 +91,23 @@ class StreamRun:
         )
 
     def fail(self, error: str, warnings: Sequence[str] = (), changes: Sequence[str] = ()) -> None:
-        run = self.record_now()
+        sync, run = self._in_sync()
+        seconds = _seconds(run.started_at)
         self._update(
             status="failed",
             error=error,
             warnings=merged(run.warnings, warnings),
             schema_changes=merged(run.schema_changes, changes),
             finished_at=_now(),
-            seconds=_seconds(run),
+            seconds=seconds,
         )
+        metrics.stream_ended(sync.connection, self.stream, "failed", seconds)
 
     def succeed(self, cursor: str | None) -> None:
-        run = self.record_now()
-        self._update(status="succeeded", cursor=cursor, finished_at=_now(), seconds=_seconds(run))
+        sync, run = self._in_sync()
+        seconds = _seconds(run.started_at)
+        self._update(status="succeeded", cursor=cursor, finished_at=_now(), seconds=seconds)
+        metrics.stream_ended(sync.connection, self.stream, "succeeded", seconds)
 
     def _update(self, **fields: object) -> None:
         self.registry.update_stream_run(self.sync_id, self.stream, **fields)
@@ -133,18 +146,18 @@ def end_sync_if_last(registry: Registry, sync_id: str) -> bool:
     if any(r.status in ("queued", "running") for r in sync.streams):
         return False
     failed = [r.stream for r in sync.streams if r.status != "succeeded"]
+    status = "failed" if failed else "succeeded"
     registry.finish_sync(
-        sync_id,
-        "failed" if failed else "succeeded",
-        error=f"streams failed: {', '.join(failed)}" if failed else None,
+        sync_id, status, error=f"streams failed: {', '.join(failed)}" if failed else None
     )
+    metrics.sync_ended(sync.connection, status, _seconds(sync.started_at))
     return True
 
 
-def _seconds(run: StreamRunRecord) -> float | None:
-    if run.started_at is None:
+def _seconds(started_at: datetime | None) -> float | None:
+    if started_at is None:
         return None
-    started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+    started = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
     return (_now() - started).total_seconds()
 
 

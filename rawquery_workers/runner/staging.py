@@ -110,3 +110,18 @@ class Staging:
     def remove(self, sync_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.filesystem.delete_dir(self._dir(sync_id))
+
+    def leftovers(self) -> dict[str, tuple[int, float]]:
+        """Every sync's staging directory: sync id -> (bytes, newest modification, epoch
+        seconds). A sync that ended removes its own; what is left belongs to one that runs,
+        or to one killed before it could."""
+        found: dict[str, tuple[int, float]] = {}
+        selector = fs.FileSelector(self.root, recursive=True, allow_not_found=True)
+        for info in self.filesystem.get_file_info(selector):
+            if info.type != fs.FileType.File:
+                continue
+            sync_id = info.path[len(self.root) :].lstrip("/").split("/", 1)[0]
+            size, newest = found.get(sync_id, (0, 0.0))
+            modified = info.mtime.timestamp() if info.mtime is not None else 0.0
+            found[sync_id] = (size + (info.size or 0), max(newest, modified))
+        return found

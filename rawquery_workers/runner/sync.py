@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rawquery_workers.errors import ConflictError, RawqueryError
+from rawquery_workers.observe.logs import log_context
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.runner import pipeline
 from rawquery_workers.runner.context import ConnectionContext, StreamContext
@@ -40,6 +41,7 @@ class SyncOutcome:
     sync_id: str
     connection: str
     streams: list[StreamOutcome]
+    maintained: tuple[str, ...] = ()  # what maintenance did after the streams (one per table)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +63,7 @@ def run_sync(
     registry = registry or open_registry(settings)
     sync = registry.get_sync(sync_id)
     with contextlib.ExitStack() as held:
+        held.enter_context(log_context(connection=sync.connection, sync_id=sync_id))
         try:
             held.enter_context(embedded_lease(registry, sync.connection, sync_id))
         except ConflictError:
@@ -77,6 +80,7 @@ def _run_streams(
     on_progress: ProgressHook | None,
 ) -> SyncOutcome:
     registry.start_sync(sync_id)
+    maintained: list[str] = []
     try:
         with ConnectionContext(
             sync.connection,
@@ -94,6 +98,10 @@ def _run_streams(
                     failed.add(run.stream)
                 elif run_stream(conn, sync_id, run.stream, sync.full_refresh).status != "succeeded":
                     failed.add(run.stream)
+            for run in sync.streams:  # the lease still held; tables past the threshold only
+                if run.stream not in failed:
+                    reports = pipeline.maintain_stream_tables(conn.stream(run.stream))
+                    maintained += [r.summary() for r in reports]
     except RawqueryError as exc:
         registry.finish_sync(sync_id, "failed", error=str(exc))
         raise
@@ -101,7 +109,7 @@ def _run_streams(
         Staging.of(settings).remove(sync_id)
     end_sync_if_last(registry, sync_id)
     streams = [outcome_of(r) for r in registry.get_sync(sync_id).streams]
-    return SyncOutcome(sync_id, sync.connection, streams)
+    return SyncOutcome(sync_id, sync.connection, streams, tuple(maintained))
 
 
 def _refresh(conn: ConnectionContext) -> str | None:
@@ -117,6 +125,13 @@ def run_stream(
     conn: ConnectionContext, sync_id: str, stream: str, full_refresh: bool
 ) -> StreamOutcome:
     """All segments of one stream, in this process; a failure is recorded, not raised."""
+    with log_context(stream=stream):
+        return _run_stream(conn, sync_id, stream, full_refresh)
+
+
+def _run_stream(
+    conn: ConnectionContext, sync_id: str, stream: str, full_refresh: bool
+) -> StreamOutcome:
     run = StreamRun(conn.registry, sync_id, stream)
     run.start()
     ctx = conn.stream(stream)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,10 +31,12 @@ from pyiceberg.io import FileIO
 from pyiceberg.manifest import DataFile, ManifestFile
 from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Snapshot, ancestors_of
-from pyiceberg.table.update.snapshot import ManageSnapshots
+from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
+from pyiceberg.table.update.snapshot import ManageSnapshots, _MergeAppendFiles, _OverwriteFiles
+from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 from rawquery_workers.errors import SinkError
+from rawquery_workers.sink import state as st
 from rawquery_workers.sink.writer import describe_file, fs_path, matching_rows, rewrite_without
 
 # Files probed (key columns read, is_in against the segment's keys) at once. Each probe
@@ -159,6 +162,51 @@ class _Transaction(Transaction):
         return state[2]
 
 
+class _LeanOverwrite(_OverwriteFiles):
+    """pyiceberg's overwrite, without carrying forward the manifests whose every entry was
+    deleted by an earlier snapshot (pyiceberg keeps them in each later manifest list, so a
+    table merged into N times lists N dead manifests), and merging manifests as
+    merge_append does (the table's `commit.manifest*` properties)."""
+
+    @classmethod
+    def of(
+        cls, table: Table, tx: Transaction, ref: str, properties: dict[str, str]
+    ) -> _LeanOverwrite:
+        """What `tx.update_snapshot(...).overwrite()` would build, leaner."""
+        head = tx.table_metadata.snapshot_by_name(ref)
+        operation = Operation.OVERWRITE if head is not None else Operation.APPEND
+        return cls(operation, tx, table.io, snapshot_properties=properties, branch=ref)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        properties = self._transaction.table_metadata.properties
+        # as merge_append reads them: a head lists few manifests after merges too
+        self._target_size_bytes = property_as_int(
+            properties,
+            TableProperties.MANIFEST_TARGET_SIZE_BYTES,
+            TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT,
+        )
+        self._min_count_to_merge = property_as_int(
+            properties,
+            TableProperties.MANIFEST_MIN_MERGE_COUNT,
+            TableProperties.MANIFEST_MIN_MERGE_COUNT_DEFAULT,
+        )
+        self._merge_enabled = property_as_bool(
+            properties,
+            TableProperties.MANIFEST_MERGE_ENABLED,
+            TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT,
+        )
+
+    _process_manifests = _MergeAppendFiles._process_manifests
+
+    def _existing_manifests(self) -> list[ManifestFile]:
+        return [
+            m
+            for m in super()._existing_manifests()
+            if m.has_added_files() or m.has_existing_files()
+        ]
+
+
 def build_transaction(
     table: Table,
     *,
@@ -170,16 +218,27 @@ def build_transaction(
     remove_branch: str | None = None,
 ) -> Transaction:
     """A transaction making one snapshot on `ref`: drop `drop_files`, add the Parquet files
-    at `add_paths` and the already described `add_files`; optionally remove a branch."""
+    at `add_paths` and the already described `add_files`; optionally remove a branch. A
+    sync's commit on main (`properties` holding `rq.sync_id`) also sets its state as table
+    properties (sink/state.py), in the same transaction."""
     tx = _Transaction(table)
     if tx.table_metadata.name_mapping() is None:
         mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
         tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
+    if ref == st.MAIN and st.SYNC_ID in properties:
+        state, stale = st.table_state_update(tx.table_metadata, properties)
+        if stale:
+            tx.remove_properties(*stale)
+        tx.set_properties(state)
     metadata = tx.table_metadata
     with ThreadPoolExecutor(_THREADS) as pool:
         described = list(pool.map(lambda p: describe_file(table.io, metadata, p), add_paths))
     update = tx.update_snapshot(snapshot_properties=properties, branch=ref)
-    producer = update.overwrite() if drop_files else update.fast_append()
+    # merge_append: with the table's manifest-merge properties (sink/maintenance.py), a
+    # head lists a few manifests however many segments were appended
+    producer = (
+        _LeanOverwrite.of(table, tx, ref, properties) if drop_files else update.merge_append()
+    )
     with producer:
         for data_file in drop_files:
             producer.delete_data_file(data_file)

@@ -33,8 +33,8 @@ from pyiceberg.table.update.snapshot import ManageSnapshots
 from rawquery_workers.errors import NotFoundError, StaleSyncError
 from rawquery_workers.faults import pause_point
 from rawquery_workers.sink import copy_on_write as cow
+from rawquery_workers.sink import layout, writer
 from rawquery_workers.sink import state as st
-from rawquery_workers.sink import writer
 from rawquery_workers.sink.schema import (
     CREATE_PROPERTIES,
     arrow_schema,
@@ -107,36 +107,54 @@ class IcebergSink:
             table = self.tables.load_or_none(namespace, batch.name)
             if table is None:
                 try:
-                    return self._create(namespace, batch.name, wanted, null_only)
+                    return self._create(namespace, batch, wanted, null_only)
                 except TableAlreadyExistsError:
                     continue
             current = retypable_of(table.properties)
-            evolution = plan_evolution(arrow_schema(table.schema()), current, wanted, null_only)
+            schema = arrow_schema(table.schema())
+            evolution = plan_evolution(schema, current, wanted, null_only)
             if not evolution.changes(current):
                 return []
+            names = [*schema.names, *(f.name for f in evolution.adds)]
+            keys = layout.keys_to_declare(table.metadata, batch, names, evolution.retypable)
             tx = table.transaction()
-            if evolution.schema_changed:
-                with tx.update_schema() as update:
+            if evolution.schema_changed or keys:
+                # required key columns on a table without rows (sink/layout.py)
+                with tx.update_schema(allow_incompatible_changes=bool(keys)) as update:
                     for f in evolution.retypes:  # a one-part path: names may hold dots
                         update.delete_column((f.name,))
-                    for f in (*evolution.retypes, *evolution.adds):
-                        update.add_column((f.name,), iceberg_type(f.type))
+                    added = (*evolution.retypes, *evolution.adds)
+                    for f in added:
+                        update.add_column((f.name,), iceberg_type(f.type), required=f.name in keys)
+                    layout.declare_keys(update, keys, frozenset(f.name for f in added))
+            lines = layout.declare_layout_later(tx, batch, evolution.retypable, where)
             tx.set_properties(retypable_property(evolution.retypable))
             if self.tables.try_commit(tx, where):
-                return list(evolution.lines)
+                return [*evolution.lines, *lines]
         raise AssertionError("attempts() raises when exhausted")
 
     def _create(
-        self, namespace: str, table: str, schema: pa.Schema, null_only: frozenset[str]
+        self, namespace: str, batch: TableBatch, wanted: pa.Schema, null_only: frozenset[str]
     ) -> list[str]:
-        where = f"{namespace}.{table}"
+        """Create the batch's table: its key columns required and its identifier fields, its
+        partition spec and sort order from the batch's layout (sink/layout.py)."""
+        where = f"{namespace}.{batch.name}"
+        null_only = null_only & set(wanted.names)
+        schema = layout.creation_schema(wanted, batch.keys, null_only)
+        spec, order, lines = layout.creation_layout(schema, wanted, batch, null_only, where)
         self.tables.ensure_namespace(namespace)
-        properties = {**CREATE_PROPERTIES, **retypable_property(null_only & set(schema.names))}
+        properties = {**CREATE_PROPERTIES, **retypable_property(null_only)}
         self.tables.guard(
             where,
-            lambda: self.catalog.create_table((namespace, table), schema, properties=properties),
+            lambda: self.catalog.create_table(
+                (namespace, batch.name),
+                schema,
+                partition_spec=spec,
+                sort_order=order,
+                properties=properties,
+            ),
         )
-        return [f"created table {where} with {len(schema)} columns"]
+        return [f"created table {where} with {len(wanted)} columns", *lines]
 
     # --- writing ------------------------------------------------------------------------
 
@@ -256,7 +274,7 @@ class IcebergSink:
         repeated by a later segment keeps only its newest row; a child table also loses the
         rows of `parent_keys`. False when already staged, or the refresh already finished."""
         loaded = self._with_main_snapshot(namespace, table)
-        if st.replaced_in(loaded.metadata.snapshots, sync_id):
+        if st.replaced_in(loaded.metadata, sync_id):
             return False
         keyed = KEY in loaded.schema().column_names
         props = st.snapshot_properties(state or {}, sync_id=sync_id, segment=segment)
@@ -317,7 +335,7 @@ class IcebergSink:
             return tx, []
 
         return self.tables.commit_until_done(
-            namespace, table, lambda m: st.replaced_in(m.snapshots, sync_id), build
+            namespace, table, lambda m: st.replaced_in(m, sync_id), build
         )
 
     def abort_replace(self, namespace: str, table: str, sync_id: str) -> bool:
@@ -356,7 +374,7 @@ class IcebergSink:
 
     def segment_committed(self, namespace: str, table: str, sync_id: str, segment: int) -> bool:
         loaded = self.tables.load_or_none(namespace, table)
-        return loaded is not None and st.segment_in(loaded.metadata.snapshots, sync_id, segment)
+        return loaded is not None and st.segment_in(loaded.metadata, sync_id, segment)
 
     # --- maintenance and reading --------------------------------------------------------
 
@@ -455,7 +473,7 @@ class IcebergSink:
     ) -> bool:
         where = f"{namespace}.{table}"
         loaded = self.tables.load(namespace, table)
-        if st.segment_in(loaded.metadata.snapshots, sync_id, segment):
+        if st.segment_in(loaded.metadata, sync_id, segment):
             return False
         scratch = writer.sync_dir(loaded.location(), sync_id)
         column = key_column or KEY
@@ -499,7 +517,7 @@ class IcebergSink:
             return tx, rewritten
 
         return self.tables.commit_until_done(
-            namespace, table, lambda m: st.segment_in(m.snapshots, sync_id, segment), build
+            namespace, table, lambda m: st.segment_in(m, sync_id, segment), build
         )
 
 
@@ -521,4 +539,5 @@ def _check_fence(
 
 
 def _known(loaded: Table) -> KnownSchema:
-    return KnownSchema(arrow_schema(loaded.schema()), retypable_of(loaded.properties))
+    schema, retypable = arrow_schema(loaded.schema()), retypable_of(loaded.properties)
+    return KnownSchema(schema, retypable, layout.layout_of(loaded.metadata))

@@ -1,15 +1,18 @@
 """Arrow <-> Iceberg column types, and how a batch evolves a table's schema.
 
 Stored types (INTERFACE.md): long, double, boolean, string, timestamptz (microseconds,
-UTC), date; every column is optional. A column that has held only nulls so far is stored
-as string and listed in the table property `rq.retypable` (a JSON array): when real values
-arrive with another type, the column is deleted and added again under the same name with
-that type (a new field id: the old files never wrote it, see writer.py, so they read null).
+UTC), date; every column is optional but a keyed table's primary-key columns, which are
+required and declared as its identifier fields (sink/layout.py). A column that has held
+only nulls so far is stored as string and listed in the table property `rq.retypable` (a
+JSON array): when real values arrive with another type, the column is deleted and added
+again under the same name with that type (a new field id: the old files never wrote it,
+see writer.py, so they read null).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +34,7 @@ from rawquery_workers.errors import SinkError
 from rawquery_workers.transform.batch import KEY, SYNCED_AT, KnownSchema, TableBatch
 
 RETYPABLE = "rq.retypable"
+FIELD_ID = b"PARQUET:field_id"  # the Arrow field metadata key pyarrow writes as a Parquet field id
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 # Set on every table rawquery creates. pyiceberg's own commit retry is off: it re-applies
@@ -39,7 +43,10 @@ CREATE_PROPERTIES = {
     TableProperties.FORMAT_VERSION: "2",
     TableProperties.COMMIT_NUM_RETRIES: "0",
     TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
-    TableProperties.METADATA_PREVIOUS_VERSIONS_MAX: "50",
+    TableProperties.METADATA_PREVIOUS_VERSIONS_MAX: "2",
+    # commits merge manifests once a head lists 8 (sink/copy_on_write.py, sink/maintenance.py)
+    TableProperties.MANIFEST_MERGE_ENABLED: "true",
+    TableProperties.MANIFEST_MIN_MERGE_COUNT: "8",
 }
 
 _ICEBERG_TYPES: dict[pa.DataType, IcebergType] = {
@@ -85,25 +92,55 @@ def iceberg_type(arrow_type: pa.DataType) -> IcebergType:
 
 
 _ARROW_TYPES: dict[IcebergType, pa.DataType] = {v: k for k, v in _ICEBERG_TYPES.items()}
+_CONVERTED: dict[int, tuple[Schema, pa.Schema]] = {}  # arrow_schema's, by id(), oldest first
+_CONVERTED_LOCK = threading.Lock()
+_CONVERTED_KEPT = 64
 
 
 def arrow_schema(schema: Schema) -> pa.Schema:
-    """The table's columns as plain Arrow types (string, not large_string; no field ids)."""
+    """The table's columns as plain Arrow types (string, not large_string), each with its
+    Iceberg field id as `PARQUET:field_id` metadata, which pyarrow writes into Parquet files:
+    engines that resolve columns by id (Daft, Spark, Trino) need it, and a column retyped
+    under the same name (a new id) is never read from an old file's column. Required
+    columns (primary keys) are non-nullable.
+
+    Kept per Schema object: a sync converts its tables' schemas many times, the catalog
+    hands out the same parsed object while the table's metadata is unchanged
+    (sink/tables.py), and field metadata makes a 50,000-column conversion take ~0.5 s."""
+    hit = _CONVERTED.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    converted = _convert(schema)
+    with _CONVERTED_LOCK:
+        _CONVERTED[id(schema)] = (schema, converted)  # holding `schema` keeps its id unique
+        while len(_CONVERTED) > _CONVERTED_KEPT:
+            _CONVERTED.pop(next(iter(_CONVERTED)))
+    return converted
+
+
+def _convert(schema: Schema) -> pa.Schema:
     try:  # the columns rawquery writes, by a dict: ~10x cheaper than pyiceberg's visitor
         return pa.schema(
-            [pa.field(f.name, _ARROW_TYPES[f.field_type], nullable=True) for f in schema.fields]
+            [
+                pa.field(f.name, _ARROW_TYPES[f.field_type], f.optional, _field_id(f.field_id))
+                for f in schema.fields
+            ]
         )
     except KeyError:  # a type another engine added (decimal, struct, ...)
         pass
     fields = []
-    for f in schema.as_arrow():
+    for f in schema.as_arrow():  # nested fields carry their ids from pyiceberg's visitor
         t = f.type
         if pa.types.is_large_string(t):
             t = pa.string()
         elif pa.types.is_large_binary(t):
             t = pa.binary()
-        fields.append(pa.field(f.name, t, nullable=True))
+        fields.append(pa.field(f.name, t, f.nullable, f.metadata))
     return pa.schema(fields)
+
+
+def _field_id(field_id: int) -> dict[bytes, bytes]:
+    return {FIELD_ID: str(field_id).encode()}
 
 
 def retypable_of(properties: Mapping[str, str]) -> frozenset[str]:

@@ -6,6 +6,9 @@ rows reach the files as they are shaped: each `write` becomes row groups of the 
 which is closed when it reaches the target size (uncompressed Arrow bytes, like
 as the target means) or when a chunk's columns no longer fit it (a column added or
 retyped mid-segment opens a new file; a column a chunk lacks is written as nulls).
+A partitioned table has one open file per partition value its rows hold (each file of such
+a table holds one value: sink/layout.py), and a table with a sort order gets each chunk
+sorted by it.
 
 A segment keeps the last version of each record, as `writer.keep_last` does for one
 table: a key seen again in a later chunk (an API whose pages shift while they are read) has
@@ -31,10 +34,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 
-from rawquery_workers.sink import writer
+from rawquery_workers.sink import layout, writer
 from rawquery_workers.transform.batch import KEY, KnownSchema
 
 Guard = Callable[[Callable[[], Any]], Any]
+# Files open at once: one per partition value a segment writes to, each holding a write
+# buffer of its current row group; past this many the least recently written is closed.
+MAX_OPEN_FILES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,21 @@ class _Part:
     chunk: int
     keys: tuple[Any, Any] | None
     parents: tuple[Any, Any] | None
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    """A Parquet file being written: number `index` of the segment's files."""
+
+    index: int
+    writer: pq.ParquetWriter
+    out: Any
+    schema: pa.Schema
+    bytes: int = 0
+
+    def close(self) -> None:
+        self.writer.close()
+        self.out.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +109,9 @@ class TableFiles:
         # overlap.
         self._range_column = keys[0] if len(keys) == 1 else KEY
         self._parent_column = parent_key
-        self._writer: pq.ParquetWriter | None = None
-        self._out: Any = None
-        self._schema = pa.schema([])  # the open file's
-        self._bytes = 0
+        # The open files by partition value (() for an unpartitioned table), least recently
+        # written first: a partitioned table's file holds one value (sink/layout.py).
+        self._open: dict[tuple[Any, ...], _OpenFile] = {}
         self.paths: list[str] = []
         self._rows: list[int] = []  # per file
         self._parts: list[_Part] = []
@@ -108,7 +128,7 @@ class TableFiles:
         rows = writer.keep_last(data, KEY)
         rows = writer.conform(rows, known.schema, known.retypable, self._synced_at, self._where)
         if rows.num_rows:
-            self._guard(lambda: self._write(rows))
+            self._guard(lambda: self._write_parts(layout.split(rows, known.layout, self._where)))
 
     def owners(self) -> pa.Array | None:
         """Every parent key written with `owners`, in order (None: none were)."""
@@ -118,59 +138,75 @@ class TableFiles:
         return pa.concat_arrays([o.keys.cast(first) for o in self._owners])
 
     def close(self) -> list[str]:
-        """Finish the files; drop rows a later chunk superseded. The paths, in order."""
-        self._guard(self._finish_file)
+        """Finish the files; drop rows a later chunk superseded. The paths of the files
+        that hold rows, in order."""
+        self._guard(self._finish_files)
         self._guard(self._drop_superseded)
-        return list(self.paths)
+        return [p for p, rows in zip(self.paths, self._rows, strict=True) if rows]
 
     def abort(self) -> None:
-        """Close the open file after a failure; the files stay for `cleanup_orphans`."""
-        writer_, out = self._writer, self._out
-        self._writer = self._out = None
-        for closable in (writer_, out):
-            if closable is not None:
-                # The failure being handled matters, not one in closing after it.
-                with contextlib.suppress(Exception):
-                    closable.close()
+        """Close the open files after a failure; the files stay for `cleanup_orphans`."""
+        files, self._open = list(self._open.values()), {}
+        for file in files:
+            # The failure being handled matters, not one in closing after it.
+            with contextlib.suppress(Exception):
+                file.close()
 
     # --- internals ----------------------------------------------------------------------
 
-    def _write(self, rows: pa.Table) -> None:
-        if self._writer is not None and not _fits(rows.schema, self._schema):
-            self._finish_file()
+    def _write_parts(self, parts: list[tuple[tuple[Any, ...], pa.Table]]) -> None:
+        for value, rows in parts:
+            self._write(value, rows)
+
+    def _write(self, value: tuple[Any, ...], rows: pa.Table) -> None:
+        """Append `rows` (all of partition `value`) to that partition's open file."""
+        file = self._open.pop(value, None)
+        if file is not None:
+            self._open[value] = file  # now the most recently written
+            if not _fits(rows.schema, file.schema):
+                self._finish(value)
+                file = None
         per_row = max(1, rows.nbytes // rows.num_rows)
         start = 0
         while start < rows.num_rows:
-            if self._writer is None:
-                self._open(rows.schema)
-            assert self._writer is not None
-            room = max(1, (self._target - self._bytes) // per_row)
-            part = _aligned(rows.slice(start, room), self._schema)
-            self._writer.write_table(part)
-            self._note(part)
-            self._rows[-1] += part.num_rows
-            self._bytes += part.num_rows * per_row
+            if file is None:
+                file = self._start(value, rows.schema)
+            room = max(1, (self._target - file.bytes) // per_row)
+            part = _aligned(rows.slice(start, room), file.schema)
+            file.writer.write_table(part)
+            self._note(part, file.index)
+            self._rows[file.index] += part.num_rows
+            file.bytes += part.num_rows * per_row
             start += part.num_rows
-            if self._bytes >= self._target:
-                self._finish_file()
+            if file.bytes >= self._target:
+                self._finish(value)
+                file = None
 
-    def _open(self, schema: pa.Schema) -> None:
+    def _start(self, value: tuple[Any, ...], schema: pa.Schema) -> _OpenFile:
+        if len(self._open) >= MAX_OPEN_FILES:  # many partitions: close the least recent
+            self._finish(next(iter(self._open)))
         path = f"{self._directory}/{self._stem}-{len(self.paths)}.parquet"
-        self._out = self._io.new_output(path).create(overwrite=False)
-        self._writer = pq.ParquetWriter(self._out, schema, compression=writer.COMPRESSION)
-        self._schema = schema
+        out = self._io.new_output(path).create(overwrite=False)
+        try:
+            parquet = pq.ParquetWriter(out, schema, compression=writer.COMPRESSION)
+        except BaseException:
+            out.close()
+            raise
+        file = self._open[value] = _OpenFile(len(self.paths), parquet, out, schema)
         self.paths.append(path)
         self._rows.append(0)
-        self._bytes = 0
+        return file
 
-    def _finish_file(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.close()
-        self._out.close()
-        self._writer = self._out = None
+    def _finish(self, value: tuple[Any, ...]) -> None:
+        file = self._open.pop(value, None)
+        if file is not None:
+            file.close()
 
-    def _note(self, part: pa.Table) -> None:
+    def _finish_files(self) -> None:
+        while self._open:
+            self._finish(next(iter(self._open)))
+
+    def _note(self, part: pa.Table, file: int) -> None:
         keys = parents = None
         if KEY in part.column_names:
             column = self._range_column if self._range_column in part.column_names else KEY
@@ -178,7 +214,7 @@ class TableFiles:
         if self._parent_column is not None and self._parent_column in part.column_names:
             parents = _bounds(part.column(self._parent_column))
         if keys is not None or parents is not None:
-            file, start = len(self.paths) - 1, self._rows[-1]
+            start = self._rows[file]
             self._parts.append(_Part(file, start, part.num_rows, self._writes, keys, parents))
 
     def _drop_superseded(self) -> None:
@@ -192,11 +228,15 @@ class TableFiles:
             pieces.setdefault(part.file, []).append((part.start, keep))
         for n, file_pieces in pieces.items():
             mask = _file_mask(self._rows[n], file_pieces)
-            if not pc.all(mask).as_py():
-                path = self.paths[n]
+            if pc.all(mask).as_py():
+                continue
+            path = self.paths[n]
+            kept = pc.sum(mask).as_py() or 0
+            if kept:  # else every row was superseded (often, with one file per partition)
                 dest = f"{self._directory}/{self._stem}-{n}-last.parquet"
                 self.paths[n] = writer.rewrite_without(self._io, path, pc.invert(mask), dest)
-                self._io.delete(path)
+            self._rows[n] = kept
+            self._io.delete(path)
 
     def _by_key(self, keeps: dict[int, pa.Array]) -> None:
         """A key written again by a later chunk: the earlier rows go."""

@@ -1,9 +1,12 @@
 """Parquet data files, written and read with pyarrow through the table's FileIO.
 
-Files carry no Iceberg field ids: the table's name mapping (`schema.name-mapping.default`)
-resolves their columns by name, which is why a file never holds a retypable (all-null so
-far) column: if that column is later deleted and re-added with another type under the same
-name, old files must not hold a string column of that name.
+Every column of a file carries its Iceberg field id (`conform` keeps the ids
+`schema.arrow_schema` puts in the table's Arrow schema; `rewrite_without` copies the
+source file's schema), so engines that resolve columns by id read them; files written
+before ids were written are resolved by the table's name mapping
+(`schema.name-mapping.default`). A file never holds a retypable (all-null so far) column:
+if that column is later deleted and re-added with another type under the same name, old
+files read by name must not hold a string column of that name.
 
 A sync's files live under `<table location>/data/rq-<sync_id>/`, named
 `<segment>-<token>-<n>.parquet` (a fresh token per call, so a redelivered task never
@@ -34,6 +37,7 @@ from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.table.metadata import TableMetadata
 
 from rawquery_workers.errors import SinkError
+from rawquery_workers.sink.layout import file_partition
 from rawquery_workers.sink.schema import TIMESTAMP
 from rawquery_workers.transform.batch import SYNCED_AT
 
@@ -85,12 +89,17 @@ def conform(
             column = data.column(f.name)
             if f.name in retypable and column.null_count == len(column):
                 continue
+            if not f.nullable and column.null_count:
+                raise SinkError(
+                    f"{where}.{f.name}: {column.null_count} rows have no value in this required "
+                    "(primary-key) column; the transform step should have refused them"
+                )
             arrays.append(_cast(column, f.type, f"{where}.{f.name}"))
         elif f.name == SYNCED_AT:
             arrays.append(pa.repeat(pa.scalar(synced_at, TIMESTAMP), data.num_rows))
         else:
             continue
-        fields.append(pa.field(f.name, f.type))
+        fields.append(f)  # with its field id and nullability
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -117,10 +126,13 @@ def describe_file(io: FileIO, metadata: TableMetadata, path: str) -> DataFile:
     each file column in the table's name mapping by a linear search, quadratic in the
     column count (docs/decisions/022). The check here is by name, through a dict: every
     column of the file is a table column (`conform` already cast each one to the table's
-    type)."""
+    type). A partitioned table's file holds one partition value: its record is read from
+    the file's rows (sink/layout.py)."""
     input_file = io.new_input(path)
     with input_file.open() as stream:
-        parquet_metadata = pq.read_metadata(stream)
+        parquet = pq.ParquetFile(stream)
+        parquet_metadata = parquet.metadata
+        partition = file_partition(parquet, metadata, path)
     schema = metadata.schema()
     mapping = parquet_path_to_id_mapping(schema)
     unknown = [n for n in parquet_metadata.schema.names if n not in mapping]
@@ -138,7 +150,7 @@ def describe_file(io: FileIO, metadata: TableMetadata, path: str) -> DataFile:
         content=DataFileContent.DATA,
         file_path=path,
         file_format=FileFormat.PARQUET,
-        partition=statistics.partition(metadata.spec(), schema),
+        partition=partition,
         file_size_in_bytes=len(input_file),
         sort_order_id=None,
         spec_id=metadata.default_spec_id,
@@ -247,3 +259,21 @@ def remove_empty_dir(io: FileIO, directory: str) -> None:
     info = filesystem.get_file_info(path)
     if info.type == pafs.FileType.Directory and not list_files(io, directory):
         filesystem.delete_dir(path)
+
+
+def file_infos(io: FileIO, directory: str) -> list[pafs.FileInfo]:
+    """Every file under `directory` with its size and modification time (`path` as
+    `fs_path` gives it)."""
+    filesystem, path = _filesystem(io, directory)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    return [i for i in filesystem.get_file_info(selector) if i.type == pafs.FileType.File]
+
+
+def delete_path(io: FileIO, directory: str, path: str) -> bool:
+    """Delete one filesystem `path` under `directory`; False when it was already gone."""
+    filesystem, _ = _filesystem(io, directory)
+    try:
+        filesystem.delete_file(path)
+    except FileNotFoundError:
+        return False
+    return True

@@ -686,7 +686,8 @@ class Stream(StrictModel):
     primary_key: list[str] = Field(
         default_factory=list,
         description="Columns identifying a record: one row per key after any sequence of "
-        "syncs (newest wins). Needed by `expand`.",
+        "syncs (newest wins). Needed by `expand`. In a table rawquery creates they are "
+        "required columns and the Iceberg identifier fields.",
     )
     cursor_field: str | None = Field(
         default=None,
@@ -768,6 +769,21 @@ class Stream(StrictModel):
         description="Column types overriding inference: string, integer, float, boolean, "
         "timestamp, date, json.",
     )
+    partition_by: list[str] = Field(
+        default_factory=list,
+        description="Iceberg partitions of the table CONNECTION.NAME (not of its child "
+        'tables): a column ("status": one partition per value), "day(COLUMN)" or '
+        '"month(COLUMN)" of a timestamp or date column. Names as in primary_key (the API\'s, '
+        "after flatten; a rename is followed), or _rq_synced_at. Set when the table is created "
+        "(or, while it holds no rows, once those columns have values); an existing table "
+        "keeps its layout.",
+    )
+    sort_by: list[str] = Field(
+        default_factory=list,
+        description="Columns of the table's Iceberg sort order (ascending, nulls last), named "
+        "like partition_by and set with it; every chunk of rows a sync writes (a Parquet row "
+        "group) is sorted by them.",
+    )
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> Stream:
@@ -794,6 +810,11 @@ class Stream(StrictModel):
         rename = self.fields.rename if self.fields else {}
         return rename.get(self.cursor_field, self.cursor_field)
 
+    @property
+    def partition_fields(self) -> list[tuple[str, str]]:
+        """`partition_by` as (transform, column) pairs: identity, day or month."""
+        return [p for p in map(partition_field, self.partition_by) if p is not None]
+
     def child_table(self, field: str) -> str:
         return f"{self.name}_{field}"
 
@@ -806,6 +827,18 @@ class Stream(StrictModel):
         used: list[JsonValue] = [self.endpoint, params, self.body, dict(self.headers)]
         named = {n.removeprefix("parent.") for n in placeholders(used) if n.startswith("parent.")}
         return sorted(named | set(self.parent.fields.values()))
+
+
+_TIME_PARTITION = re.compile(r"^(day|month)\(([^()]+)\)$")
+
+
+def partition_field(entry: str) -> tuple[str, str] | None:
+    """A `partition_by` entry as (transform, column); None when it is not one."""
+    if match := _TIME_PARTITION.match(entry):
+        return match.group(1), match.group(2)
+    if not entry or "(" in entry or ")" in entry:
+        return None
+    return "identity", entry
 
 
 def _absolute_url(url: str) -> str:
@@ -1026,7 +1059,7 @@ def _stream_problems(stream: Stream, api_type: str) -> list[tuple[str, str]]:
     problems += _template_problems(stream, "body", stream.body or {})
     problems += _template_problems(stream, "", {"endpoint": stream.endpoint}, cursor=False)
     problems += _header_problems("headers", stream.headers)
-    return problems + _shape_problems(stream)
+    return problems + _shape_problems(stream) + _layout_problems(stream)
 
 
 def _cursor_format_problems(stream: Stream) -> list[tuple[str, str]]:
@@ -1131,6 +1164,60 @@ def _shape_problems(stream: Stream) -> list[tuple[str, str]]:
             why = f"'{exp.parent_key}' is also the child's primary_key; pick a distinct column name"
             problems.append((f"expand.{field}.parent_key", why))
     return problems
+
+
+def _layout_problems(stream: Stream) -> list[tuple[str, str]]:
+    """`partition_by` and `sort_by`: well-formed entries naming columns the table will have."""
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for n, entry in enumerate(stream.partition_by):
+        where = f"partition_by[{n}]"
+        parsed = partition_field(entry)
+        if parsed is None:
+            why = (
+                f"'{entry}' is not a partition; use a column name (one partition per value), "
+                '"day(COLUMN)" or "month(COLUMN)"'
+            )
+            problems.append((where, why))
+            continue
+        transform, column = parsed
+        if column in seen:
+            problems.append((where, f"'{column}' is partitioned twice; keep one entry"))
+        seen.add(column)
+        problems += [(where, why) for why in _column_problems(stream, column)]
+        declared = stream.types.get(column)
+        if transform != "identity" and declared not in (None, "timestamp", "date"):
+            why = (
+                f"{transform}() needs a timestamp or date column; "
+                f"'types' declares '{column}' {declared}"
+            )
+            problems.append((where, why))
+        if transform == "identity" and declared == "timestamp":
+            why = (
+                f"'{column}' is a timestamp: one partition per instant; "
+                f'use "day({column})" or "month({column})"'
+            )
+            problems.append((where, why))
+    for n, column in enumerate(stream.sort_by):
+        where = f"sort_by[{n}]"
+        if column in stream.sort_by[:n]:
+            problems.append((where, f"'{column}' is named twice; keep one"))
+        problems += [(where, why) for why in _column_problems(stream, column)]
+    return problems
+
+
+def _column_problems(stream: Stream, column: str) -> list[str]:
+    """Why `column` (an API name after flatten) cannot be a column of the stream's table."""
+    if column == "_rq_synced_at":  # when each row was synced: a column of every table
+        return []
+    if column.startswith("_rq_"):
+        return [f"'{column}' is a system column; of those only _rq_synced_at may be named here"]
+    if column in stream.expand:
+        return [f"'{column}' is expanded into the child table {stream.child_table(column)}"]
+    include = stream.fields.include if stream.fields else None
+    if include is not None and column not in include and column not in stream.primary_key:
+        return [f"'{column}' is left out by fields.include; add it there"]
+    return []
 
 
 def _template_problems(

@@ -14,12 +14,29 @@ KEY = "_rq_key"  # string: the primary key of the row as one comparable value
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """How a table is laid out in Iceberg, by final column names: `partition_by` as
+    (transform, column) pairs, the transform one of identity, day, month (a table another
+    engine repartitioned may also hold year, hour); `sort_by` the sort order's columns
+    (ascending). From the spec for a batch; from the table's metadata for a KnownSchema."""
+
+    partition_by: tuple[tuple[str, str], ...] = ()
+    sort_by: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> frozenset[str]:
+        return frozenset(c for _, c in self.partition_by) | frozenset(self.sort_by)
+
+
+@dataclass(frozen=True, slots=True)
 class KnownSchema:
     """A table's current columns as Arrow types; `retypable` columns have only held nulls so
-    far (stored as string) and may take the type of the first real values a sync brings."""
+    far (stored as string) and may take the type of the first real values a sync brings.
+    `layout`: the table's partition spec and sort order, which its files must follow."""
 
     schema: pa.Schema
     retypable: frozenset[str] = frozenset()
+    layout: Layout = Layout()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +54,9 @@ class TableBatch:
     System columns (last, in this order): `_rq_rejected` (always present; null on rows
     where every value was read) and `_rq_key` (only when `keys` is not empty: the key
     values as one string, the value itself as text for a one-column key, a JSON array of
-    the values otherwise; never null, keys.py refuses a batch with a null key value)."""
+    the values otherwise; never null, keys.py refuses a batch with a null key value).
+    `layout`: the stream's `partition_by` and `sort_by` (its own table only), for the
+    sink to set when it creates the table."""
 
     name: str
     data: pa.Table
@@ -46,6 +65,7 @@ class TableBatch:
     parent: str | None = None
     parent_keys: pa.Array | None = None
     retypable: frozenset[str] = frozenset()
+    layout: Layout = Layout()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ are typed. User-facing rules: docs/transform.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 
 from rawquery_workers.spec.models import Expand, Stream
 from rawquery_workers.transform.arrow import TypedColumn, TypedTable, null_column, type_column
-from rawquery_workers.transform.batch import KEY, KnownSchema, TableBatch, TransformResult
+from rawquery_workers.transform.batch import KEY, KnownSchema, Layout, TableBatch, TransformResult
 from rawquery_workers.transform.columnar import ArrowValues, Lazy, child_items, flatten_struct
 from rawquery_workers.transform.cursor import at_or_after, greatest, latest_per_key
 from rawquery_workers.transform.expand import (
@@ -104,7 +105,8 @@ def transform_records(
         None, rules, columns, chosen, stream.primary_key, table_known, notes, kept
     )
     where = KeyedTable(stream.name, stream.name, None, table_known)
-    tables = [_batch(where, parent, stream.primary_key, keys)]
+    layout = _layout(stream, rules)
+    tables = [dataclasses.replace(_batch(where, parent, stream.primary_key, keys), layout=layout)]
     key_arrays = [parent.array(k) for k in keys]
     for name, expand in stream.expand.items():
         found = expanded[name]
@@ -117,6 +119,15 @@ def transform_records(
         max_cursor=chosen.max_cursor,
         warnings=notes.warnings,
         renames=notes.renames,
+    )
+
+
+def _layout(stream: Stream, rules: FieldRules) -> Layout:
+    """The stream's `partition_by` and `sort_by`, by final column names (after rename)."""
+    final = rules.rename.get
+    return Layout(
+        tuple((transform, final(c, c)) for transform, c in stream.partition_fields),
+        tuple(final(c, c) for c in stream.sort_by),
     )
 
 

@@ -165,3 +165,59 @@ def test_a_redis_outage_with_persistence_delays_a_sync_and_fails_nothing(
     finally:
         persistent.close()
         dist.redis.start()
+
+
+@pytest.mark.parametrize("when", ["mid-stream", "before-start"])
+def test_a_redis_back_without_its_data_delays_a_sync_and_fails_nothing(
+    dist: Dist, workers: Workers, shop: Shop, when: str
+) -> None:
+    """Redis SIGKILLed and back 5 s later EMPTY (no persistence): the queued steps, and a
+    start no worker took yet, are lost with it. The reapers see a new Redis incarnation and
+    publish them again; the sync is delayed, not failed, and lands every row once."""
+    names = ["orders", "customers", "invoices", "refunds"]
+    for name in names:
+        shop.add(name, 120 if name == "orders" else 40)
+    served = threading.Event()
+
+    def slow(request: RecordedRequest, offset: int) -> Any:
+        if offset >= 50:
+            served.set()  # past the first segments: some data is committed
+        time.sleep(0.1)
+        return None
+
+    for name in names:
+        shop.hooks[name] = slow
+    dist.connect("blip", shop.spec(names))
+    if when == "mid-stream":
+        # one worker, one process: while it runs a step, the other streams' steps wait in
+        # Redis' queue (one more is prefetched), and go with its data
+        workers.start(1)
+        first = dist.rq_background("connections", "sync", "blip")
+        assert served.wait(60)
+        wait_for(lambda: dist.client().llen("celery") > 0, 30, "steps waiting in the queue")
+    else:  # the start waits in the queue: no worker runs yet
+        first = dist.rq_background("connections", "sync", "blip")
+        wait_for(lambda: _queued_start(dist), 60, "the start to be queued")
+    dist.redis.kill()
+    time.sleep(5)  # the outage itself is what is under test
+    dist.redis.start()
+    if when == "before-start":
+        workers.start(2)
+
+    def ended() -> bool:
+        workers.supervise()  # a worker the outage killed comes back, as under systemd
+        return first.poll() is not None
+
+    wait_for(ended, 240, "the sync to end", every=0.5)
+    out, err = first.communicate()
+
+    assert first.returncode == 0, out + err
+    for name in names:
+        assert table_ids("blip", name) == list(range(1, 121 if name == "orders" else 41))
+    assert {s["status"] for s in dist.status("blip").values()} == {"succeeded"}
+
+
+def _queued_start(dist: Dist) -> bool:
+    """The sync is planned and its start message waits in Redis' queue."""
+    sync = open_registry().running_sync("blip", include_queued=True)
+    return sync is not None and sync.status == "queued" and bool(dist.client().llen("celery"))

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -193,3 +194,15 @@ def _closure(root: str, extras: set[str]) -> set[str]:
             if req.marker is None or any(req.marker.evaluate(env) for env in marker_env):
                 todo.append((req.name, set(req.extras)))
     return seen
+
+
+def test_the_example_s3_policy_grants_the_warehouse_prefix_only() -> None:
+    policy = orjson.loads((ROOT / "deploy" / "s3-policy.json").read_bytes())
+    resources = [r for s in policy["Statement"] for r in [s["Resource"]]]
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert all(s["Effect"] == "Allow" for s in policy["Statement"])
+    assert set(resources) == {"arn:aws:s3:::rawquery", "arn:aws:s3:::rawquery/warehouse/*"}
+    assert not any(a.endswith("*") or "Bucket" in a and "List" not in a and "Location" not in a
+                   for a in actions)  # fmt: skip
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions
+    assert "deploy/s3-policy.json" in (ROOT / "deploy" / "README.md").read_text()

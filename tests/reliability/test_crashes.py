@@ -53,14 +53,19 @@ KILL_POINTS = [
 
 
 def _watch(root: Path, pattern: str, n: int, kill: Callable[[], None]) -> threading.Thread:
-    """Kill as soon as `n` files matching `pattern` exist under `root` (polling a condition)."""
+    """Kill as soon as `n` files matching `pattern` have appeared under `root` (counting
+    each name once seen: old metadata files are deleted as new ones come)."""
     stop = threading.Event()
+    seen = {p.name for p in root.rglob(pattern)} if root.exists() else set()
+    start = len(seen)
 
     def run() -> None:
         while not stop.is_set():
-            if root.exists() and len(list(root.rglob(pattern))) >= n:
-                kill()
-                return
+            if root.exists():
+                seen.update(p.name for p in root.rglob(pattern))
+                if len(seen) - start >= n:
+                    kill()
+                    return
             stop.wait(0.002)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -122,8 +127,7 @@ def test_sigkill_then_next_sync_exact(
     if kind != "page":
         table_dir = rq_home / "warehouse" / name / "items"
         pattern = "*.parquet" if kind == "staged" else "*.metadata.json"
-        already = len(list(table_dir.rglob(pattern))) if table_dir.exists() else 0
-        watcher = _watch(table_dir, pattern, already + n, kill)
+        watcher = _watch(table_dir, pattern, n, kill)
     proc.communicate(timeout=120)
     if watcher is not None:
         watcher.stop.set()  # type: ignore[attr-defined]
