@@ -9,7 +9,8 @@ Each point fires once: the first process to get there creates the marker file
 see it and go on. Crash phases (distributed/coordination.py): `fetch`, `transform`,
 `staged`, `before-commit`, `after-commit`. Pause phase (sink/iceberg.py): `commit`, inside
 a commit to main after its fencing check and before the catalog takes it; the segment of a
-full refresh's final swap is `swap`.
+full refresh's final swap is `swap`; `start` (distributed/coordination.py) pauses a sync's
+start after its stream number SEGMENT was started.
 """
 
 from __future__ import annotations

@@ -326,6 +326,7 @@ def test_a_version_1_registry_gains_the_lease_and_takeover_tables_and_sync_specs
             table.drop(conn)
         conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN spec"))
         conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN broker"))
+        conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN starter"))
         conn.execute(regdb.meta.update().values(value="1"))
 
     assert ensure_schema(engine) == 3
@@ -333,7 +334,7 @@ def test_a_version_1_registry_gains_the_lease_and_takeover_tables_and_sync_specs
     with engine.connect() as conn:
         assert all(inspect(conn).has_table(table.name) for table in new)
         columns = {c["name"] for c in inspect(conn).get_columns("rq_syncs")}
-        assert {"spec", "broker"} <= columns
+        assert {"spec", "broker", "starter"} <= columns
         assert "broker" in {c["name"] for c in inspect(conn).get_columns("rq_stream_steps")}
     assert registry.get_connection("shop").spec == SPEC  # kept
     assert registry.get_sync(sync_id).spec is None  # planned before v2: the current spec
@@ -413,6 +414,7 @@ def test_a_version_2_registry_gains_the_broker_columns(registry: Registry) -> No
     sync_id = registry.create_sync("shop", ["users"])
     with engine.begin() as conn:  # as rawquery-workers with schema version 2 left it
         conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN broker"))
+        conn.execute(text("ALTER TABLE rq_syncs DROP COLUMN starter"))
         conn.execute(text("ALTER TABLE rq_stream_steps DROP COLUMN broker"))
         conn.execute(regdb.meta.update().values(value="2"))
 

@@ -35,7 +35,7 @@ from rawquery_workers.distributed.redis_keys import (
     step_attempts_key,
 )
 from rawquery_workers.errors import ConflictError, NotFoundError, RawqueryError
-from rawquery_workers.faults import crash_point
+from rawquery_workers.faults import crash_point, pause_point
 from rawquery_workers.registry import Registry, open_registry
 from rawquery_workers.registry.records import SyncRecord
 from rawquery_workers.runner import pipeline
@@ -115,14 +115,36 @@ def count_attempt(job: pipeline.StreamJob, step: str) -> int:
 # --- the steps --------------------------------------------------------------------------------
 
 
-def start(sync_id: str, context_for: ContextFor, enqueue: Callable[[dict[str, Any]], None]) -> None:
+def start(
+    sync_id: str,
+    context_for: ContextFor,
+    enqueue: Callable[[dict[str, Any]], None],
+    worker: str | None = None,
+) -> None:
     """Check the lease, refresh auth once, and start every stream's first segment. A start
     delivered again (its worker died, or Redis went away half-way) starts the streams the
-    first delivery did not get to, and no other."""
+    first delivery did not get to, and no other. While it runs, the registry names its
+    `worker`, whose death has the reapers deliver it again (registry/takeover.py)."""
     registry = open_registry()
     sync = registry.get_sync(sync_id)
     if sync.status not in ("queued", "running"):
         return  # a redelivered start of a sync that has ended (or was refused)
+    if worker is not None:
+        registry.steps.starting(sync_id, worker)
+    try:
+        _start(registry, sync, context_for, enqueue)
+    finally:
+        if worker is not None:
+            registry.steps.starting(sync_id, None)
+
+
+def _start(
+    registry: Registry,
+    sync: SyncRecord,
+    context_for: ContextFor,
+    enqueue: Callable[[dict[str, Any]], None],
+) -> None:
+    sync_id = sync.id
     try:
         renew_lease(sync.connection, sync_id)
     except ConflictError as exc:
@@ -141,10 +163,11 @@ def start(sync_id: str, context_for: ContextFor, enqueue: Callable[[dict[str, An
             fail_stream(registry, job, conn_redact(context_for, sync.connection, sync_id, str(exc)))
         return
     in_sync = {run.stream for run in sync.streams}
-    for run in sync.streams:
+    for number, run in enumerate(sync.streams):
         parent = conn.spec.stream(run.stream).parent
         if parent is None or parent.stream not in in_sync:  # children start when it ends
             _start_stream(conn, sync_id, run.stream, sync.full_refresh, enqueue)
+            pause_point("start", number)
 
 
 def _start_stream(

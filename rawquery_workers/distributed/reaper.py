@@ -72,7 +72,18 @@ def reap_once(node: str, enqueue: Callable[[dict[str, Any]], None]) -> list[dict
         enqueue(job)
         taken.append(job)
     taken += _publish_lost(steps, broker, enqueue)
+    for sync_id, worker in steps.abandoned_starts(DEAD_AFTER):
+        if worker != node and steps.take_over_start(sync_id, worker):
+            log.warning("worker %s stopped beating in the start of sync %s: starting it again",
+                        worker, sync_id)  # fmt: skip
+            _enqueue_start(sync_id)
     return taken
+
+
+def _enqueue_start(sync_id: str) -> None:
+    from rawquery_workers.distributed.celery_app import enqueue_sync
+
+    enqueue_sync(sync_id)
 
 
 def _publish_lost(
@@ -98,7 +109,5 @@ def _publish_lost(
     for sync_id in steps.lost_starts(broker):
         if steps.start_again(sync_id, steps.broker_of(sync_id), broker):
             log.warning("Redis lost its data: publishing the start of sync %s again", sync_id)
-            from rawquery_workers.distributed.celery_app import enqueue_sync
-
-            enqueue_sync(sync_id)
+            _enqueue_start(sync_id)
     return again

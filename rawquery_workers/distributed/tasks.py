@@ -78,7 +78,7 @@ _RETRY = {
 
 @app.task(name=START_SYNC, **_RETRY)
 def start_sync(sync_id: str) -> None:
-    coordination.start(sync_id, context_for, enqueue_segment)
+    coordination.start(sync_id, context_for, enqueue_segment, _worker_node())
 
 
 @app.task(name="rq.refresh_auth", **_RETRY)

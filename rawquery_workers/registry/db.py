@@ -64,8 +64,10 @@ def _v2_leases_and_steps(conn: Connection) -> None:
 
 def _v3_broker(conn: Connection) -> None:
     """Version 3: the Redis incarnation a sync's start and a stream's step were published
-    to (`broker`), so that a Redis that lost its data has them published again."""
+    to (`broker`), so that a Redis that lost its data has them published again; the worker
+    running a sync's start (`starter`), so that its death does not leave streams unstarted."""
     conn.execute(text("ALTER TABLE rq_syncs ADD COLUMN broker TEXT"))
+    conn.execute(text("ALTER TABLE rq_syncs ADD COLUMN starter TEXT"))
     if inspect(conn).has_table("rq_stream_steps"):  # from version 1 it is created afresh
         conn.execute(text("ALTER TABLE rq_stream_steps ADD COLUMN broker TEXT"))
 
@@ -160,6 +162,8 @@ syncs = Table(
     Column("spec", JSONText, nullable=True),
     # The Redis incarnation its start was published to (distributed/redis_keys.incarnation).
     Column("broker", Text, nullable=True),
+    # The worker running its start (rq.start_sync) until every stream is started.
+    Column("starter", Text, nullable=True),
     Index("ix_rq_syncs_connection_status", "connection", "status"),
 )
 

@@ -16,7 +16,9 @@ queue. A Redis that comes back without its data has lost that queue: each step r
 the Redis incarnation its message went to (`broker`, distributed/redis_keys.incarnation),
 and a step queued under an incarnation that is gone is published again (`lost_queued`,
 `publish_again`), its epoch grown as for a takeover, so a copy that survived after all
-is dropped. Sync starts are recorded the same way (`Registry.published`).
+is dropped. Sync starts are recorded the same way (`published`), and so is the worker
+running one (`starting`): a start whose worker died is delivered again (a start delivered
+twice starts the streams the first did not).
 
 A paused worker still beats from its main process: its steps are not taken over,
 and the lease and the commit fence deal with it instead.
@@ -245,6 +247,33 @@ class StreamSteps:
         """The start of `sync_id` is about to be published to incarnation `broker`."""
         with write_tx(self.engine) as conn:
             conn.execute(update(syncs).where(syncs.c.id == sync_id).values(broker=broker))
+
+    def starting(self, sync_id: str, worker: str | None) -> None:
+        """`worker` runs the start of `sync_id` (None: its start is done)."""
+        with write_tx(self.engine) as conn:
+            conn.execute(update(syncs).where(syncs.c.id == sync_id).values(starter=worker))
+
+    def abandoned_starts(self, dead_after: float = DEAD_AFTER) -> list[tuple[str, str]]:
+        """(sync id, worker) of running syncs whose start's worker stopped beating."""
+        cutoff = time.time() - dead_after
+        query = (
+            select(syncs.c.id, syncs.c.starter)
+            .outerjoin(workers, workers.c.node == syncs.c.starter)
+            .where(syncs.c.status.in_(("queued", "running")), syncs.c.starter.is_not(None))
+            .where(or_(workers.c.beat_at.is_(None), workers.c.beat_at < cutoff))
+        )
+        with read_tx(self.engine) as conn:
+            return [(row[0], row[1]) for row in conn.execute(query)]
+
+    def take_over_start(self, sync_id: str, worker: str) -> bool:
+        """Claim a dead worker's start of `sync_id` for a new delivery (one reaper wins)."""
+        with write_tx(self.engine) as conn:
+            done = conn.execute(
+                update(syncs)
+                .where(syncs.c.id == sync_id, syncs.c.starter == worker)
+                .values(starter=None)
+            )
+        return bool(done.rowcount)
 
     def broker_of(self, sync_id: str) -> str | None:
         with read_tx(self.engine) as conn:

@@ -101,3 +101,39 @@ def test_a_dead_worker_s_stream_is_taken_over_within_two_minutes(
     assert table_ids("dead", "orders") == list(range(1, ROWS + 1))  # each row once
     assert dist.status("dead")["orders"]["rows"] == ROWS
     assert took < TAKEOVER_LIMIT
+
+
+def test_a_worker_dead_in_the_start_of_a_sync_has_its_start_delivered_again(
+    dist: Dist, workers: Workers, shop: Shop
+) -> None:
+    """The worker running `rq.start_sync` dies after starting the first of three streams
+    (paused there, then its process group killed): its message waits an hour in Redis. The
+    survivor's reaper sees the dead starter and delivers the start again, which starts the
+    two others; every row lands once."""
+    names = ["orders", "customers", "invoices"]
+    for name in names:
+        shop.add(name, 30)
+    dist.connect("starts", shop.spec(names))
+    first, second = workers.start(2, RAWQUERY_TEST_PAUSE_AT="start:0")
+    started = dist.rq("connections", "sync", "starts", "--no-wait")
+    assert started.returncode == 0, started.stderr
+    marker = dist.home / "paused-start-0"
+    wait_for(marker.exists, 60, "the start to pause after its first stream")
+    pid = int(wait_for(lambda: marker.read_text() or None, 10, "the paused pid"))
+    victim = first if pid in first.children() or pid == first.process.pid else second
+    killed = time.monotonic()
+    kill(victim.process, "group")
+
+    sync_id = started.stdout.strip()
+    wait_for(
+        lambda: open_registry().get_sync(sync_id).status in ("succeeded", "failed"),
+        TAKEOVER_LIMIT + 60,
+        "the sync to end",
+        every=0.5,
+    )
+    took = time.monotonic() - killed
+    print(f"a start whose worker died: the sync ended {took:.1f}s after the kill")
+    assert open_registry().get_sync(sync_id).status == "succeeded"
+    for name in names:
+        assert table_ids("starts", name) == list(range(1, 31))
+    assert took < TAKEOVER_LIMIT + 30
