@@ -14,8 +14,10 @@ the server is not the bottleneck). Record shape (issue 6): 12 fields, a nested o
     GET /link?page=                     [...] with `Link: <…/link?page=p+1>; rel="next"`
     GET /parents                        {"data": [{"id": 1}, …]}: `--parents` of them
     GET /parents/ID/orders              {"data": [...]}: parent ID's share of the records
+    GET /offset?updated_since=T&…       {"data": [...], "total": n}: the changed records only
     GET /_stats                         {"requests", "cpu_seconds", "log": [[t, status], …]}
     POST /_reset                        clears the request log and counters
+    POST /_change?ids=1,2,…             those records change: a new `status`, `updated_at` now
 
 Options: a bearer token (401 without it), an enforced rate limit (a token bucket of
 `rate` per second and `burst`; over it: 429 with Retry-After), with every request's
@@ -176,6 +178,8 @@ class Server:
         self.latency, self.parents = latency, parents
         self.log: list[tuple[float, int]] = []
         self.requests = 0
+        self.changed: list[dict[str, Any]] = []  # in updated_at order
+        self.changes = 0
 
     def answer(
         self, method: str, target: str, headers: dict[str, str]
@@ -186,6 +190,9 @@ class Server:
             stats = {"requests": self.requests, "log": self.log,
                      "cpu_seconds": usage.ru_utime + usage.ru_stime}  # fmt: skip
             return 200, orjson.dumps(stats), []
+        if path == "/_change":
+            self._change([int(i) for i in dict(parse_qsl(query))["ids"].split(",")])
+            return 200, b"{}", []
         if path == "/_reset":
             self.log.clear()
             self.requests = 0
@@ -204,6 +211,17 @@ class Server:
             status, body, extra = 400, b'{"error":"bad query parameter"}', []
         return self._logged(now, status, body, extra)
 
+    def _change(self, ids: list[int]) -> None:
+        self.changes += 1
+        # now: a client may keep a cursor from the future back to its own clock
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        fresh = set(ids)
+        self.changed = [r for r in self.changed if r["id"] not in fresh]
+        for i in ids:
+            record = make_record(i)
+            record |= {"status": f"changed-{self.changes}", "updated_at": stamp}
+            self.changed.append(record)
+
     def _logged(
         self, now: float, status: int, body: bytes, extra: list[str]
     ) -> tuple[int, bytes, list[str]]:
@@ -216,6 +234,12 @@ class Server:
     ) -> tuple[int, bytes, list[str]]:
         host = headers.get("host", "127.0.0.1")
         size = self.pages.page_size
+        if path == "/offset" and "updated_since" in params:
+            offset, limit = int(params.get("offset", 0)), int(params.get("limit", size))
+            since = datetime.fromisoformat(params["updated_since"])  # after it, as many APIs
+            rows = [r for r in self.changed if datetime.fromisoformat(r["updated_at"]) > since]
+            body = {"data": rows[offset : offset + limit], "total": len(rows)}
+            return 200, orjson.dumps(body), []
         if path == "/offset":
             offset, limit = int(params.get("offset", 0)), int(params.get("limit", size))
             style = "offset"
@@ -352,6 +376,14 @@ class BenchApi:
         import urllib.request
 
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/_reset", method="POST")).read()
+
+    def change(self, ids: list[int]) -> None:
+        """Records `ids` change (`POST /_change`): `?updated_since=` now returns them."""
+        import urllib.request
+
+        joined = ",".join(map(str, ids))
+        request = urllib.request.Request(f"{self.url}/_change?ids={joined}", method="POST")
+        urllib.request.urlopen(request).read()
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, repr=False)
     # Target size of one Parquet data file, in uncompressed Arrow bytes.
     target_file_size: int = 128 * 1024 * 1024
+    # The same for a table with a primary key (or a child table), at most target_file_size:
+    # a merge rewrites every file holding a changed key, so this bounds what one changed
+    # key costs (bench/merge_cost.py, docs/decisions/012).
+    merge_file_size: int = 16 * 1024 * 1024
     # Records fetched and committed as one unit of work (one Iceberg commit per segment;
     # a failed sync resumes after its last committed segment). Rows reach the files a chunk
     # at a time, so memory is not held per record of a segment, but the commit reads the

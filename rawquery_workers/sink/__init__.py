@@ -15,4 +15,8 @@ __all__ = ["IcebergSink", "close_catalogs", "new_catalog", "open_catalog", "open
 def open_sink(settings: Settings | None = None) -> IcebergSink:
     """The sink over the process-wide catalog of `settings` (default: the environment)."""
     settings = settings or get_settings()
-    return IcebergSink(open_catalog(settings), target_file_size=settings.target_file_size)
+    return IcebergSink(
+        open_catalog(settings),
+        target_file_size=settings.target_file_size,
+        merge_file_size=settings.merge_file_size,
+    )

@@ -2,9 +2,12 @@
 
 Why not pyiceberg's `Transaction.delete`: it reads every file that might match in full and,
 for a predicate with more than 200 literals, every file of the table (figures in
-docs/decisions/021). Here, candidate files are first pruned with a
-min/max range of the values, then only the tested columns are read to find which files
-really hold a match; only those are read in full and rewritten without the matched rows.
+docs/decisions/021). Here, candidate files are first pruned with a min/max range of the
+values, then by each file's own bounds (does any value fall inside them?), then only the
+tested columns are read to find which files really hold a match; only those are read in
+full and rewritten without the matched rows. A merge's cost is so the files it touches:
+keyed tables are written in small files (RAWQUERY_MERGE_FILE_SIZE), clustered by key when
+maintained (docs/decisions/012).
 The deleted and rewritten files and the new files go into ONE snapshot (an overwrite, or a
 fast append when nothing is deleted) that carries the commit's `rq.*` properties.
 """
@@ -19,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -33,6 +37,7 @@ from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 from pyiceberg.table.update.snapshot import ManageSnapshots, _MergeAppendFiles, _OverwriteFiles
+from pyiceberg.types import PrimitiveType
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 from rawquery_workers.errors import SinkError
@@ -105,7 +110,7 @@ def plan_deletes(
             f"{'.'.join(table.name())}: the table has row-level delete files (written by "
             "another engine); rawquery merges by rewriting files and cannot apply them"
         )
-    files = [task.file for task in tasks]
+    files = files_holding(table, [task.file for task in tasks], deletion.tests)
     with ThreadPoolExecutor(_THREADS) as pool:
         found = list(
             pool.map(lambda f: matching_rows(table.io, f.file_path, deletion.tests), files)
@@ -121,6 +126,36 @@ def plan_deletes(
                 jobs.append((data_file.file_path, mask, f"{scratch_dir}/{stem}-{n}.parquet"))
         written = list(pool.map(lambda job: rewrite_without(table.io, *job), jobs))
     return dropped, written
+
+
+def files_holding(
+    table: Table, files: list[DataFile], tests: Sequence[tuple[str, pa.Array]]
+) -> list[DataFile]:
+    """The `files` whose min/max bounds of a tested column hold one of its values: the scan
+    pruned by one range over all of them, which scattered keys make the whole table."""
+    schema = table.schema()
+    checks: list[tuple[int, PrimitiveType, pa.Array]] = []
+    for column, values in tests:
+        prunable = pa.types.is_string(values.type) or pa.types.is_int64(values.type)
+        if not prunable or "." in column or len(values) == 0:
+            return files  # a test that cannot prune keeps every file
+        field = schema.find_field(column)
+        if not isinstance(field.field_type, PrimitiveType):
+            return files
+        checks.append((field.field_id, field.field_type, values))
+
+    def may_hold(data_file: DataFile) -> bool:
+        lower, upper = data_file.lower_bounds or {}, data_file.upper_bounds or {}
+        for field_id, kind, values in checks:
+            if field_id not in lower or field_id not in upper:
+                return True  # no bounds (or a string too long for them): it may
+            low, high = from_bytes(kind, lower[field_id]), from_bytes(kind, upper[field_id])
+            inside = pc.and_(pc.greater_equal(values, low), pc.less_equal(values, high))
+            if pc.any(inside).as_py():
+                return True
+        return False
+
+    return [f for f in files if may_hold(f)]
 
 
 def _prune_filter(tests: Iterable[tuple[str, pa.Array]]) -> BooleanExpression:

@@ -52,6 +52,7 @@ from rawquery_workers.transform.infer import column_type_of
 
 Mode = Literal["append", "merge", "replace"]
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
+DEFAULT_MERGE_FILE_SIZE = 16 * 1024 * 1024
 
 
 class IcebergSink:
@@ -62,10 +63,13 @@ class IcebergSink:
         catalog: Catalog,
         *,
         target_file_size: int = DEFAULT_TARGET_FILE_SIZE,
+        merge_file_size: int = DEFAULT_MERGE_FILE_SIZE,
         max_commit_attempts: int = 30,
     ) -> None:
         self.catalog = catalog
         self.target_file_size = target_file_size
+        # files of keyed tables (a merge rewrites each file holding a changed key)
+        self.merge_file_size = min(target_file_size, merge_file_size)
         self.tables = CatalogTables(catalog, max_commit_attempts)
 
     # --- tables -------------------------------------------------------------------------
@@ -212,7 +216,7 @@ class IcebergSink:
             writer.sync_dir(loaded.location(), sync_id),
             writer.file_stem(segment),
             where=where,
-            target_size=self.target_file_size,
+            target_size=self.merge_file_size if keys or parent_key else self.target_file_size,
             synced_at=stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC),
             guard=lambda call: self.tables.guard(where, call),
             keys=keys,

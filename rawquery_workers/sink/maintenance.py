@@ -7,12 +7,13 @@ In this order (expiry also runs first: see `maintain_table`), each step its own 
 step leaves as they are):
 1. the sync state moves into the table properties if only snapshots hold it (tables
    written before it lived there), so that expiry cannot take it away;
-2. compaction: the live data files smaller than half the target size, when there are two
-   or more, are read through pyiceberg (applying any delete file another engine wrote) and
-   written again as few files of the target size, sorted by `_rq_key` for a keyed table
-   (files then hold narrow key ranges, which merges prune on); pyiceberg writes them
-   (field ids, statistics, partition values) at `write.target-file-size-bytes`, which
-   maintenance sets to RAWQUERY_TARGET_FILE_SIZE;
+2. compaction: the small live data files, when there are two or more (and every file of
+   a keyed table whose key ranges overlap), are read through pyiceberg (applying any delete
+   file another engine wrote) and written again as few files of the target size, sorted
+   by the declared sort order or else the key (files then hold disjoint key ranges, which
+   merges prune on: docs/decisions/012); pyiceberg writes them (field ids, statistics,
+   partition values) at `write.target-file-size-bytes`, which maintenance sets to
+   RAWQUERY_MERGE_FILE_SIZE for a keyed table and RAWQUERY_TARGET_FILE_SIZE otherwise;
 3. manifests: a head listing more than `MAX_MANIFESTS` manifests gets a snapshot of the
    same data files listed in one manifest (pyiceberg has no rewrite_manifests: an append
    of nothing with its manifest merge set to take them all does the same);
@@ -34,24 +35,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile, ManifestFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
+from pyiceberg.types import IntegerType, LongType, PrimitiveType, StringType
 
 from rawquery_workers.settings import Settings
 from rawquery_workers.sink import copy_on_write as cow
 from rawquery_workers.sink import state as st
 from rawquery_workers.sink import writer
+from rawquery_workers.sink.layout import layout_of
 from rawquery_workers.sink.tables import CatalogTables, discard
 from rawquery_workers.transform.batch import KEY
 
 _Plan = Callable[[Table], tuple[Transaction, list[str]] | None]
 
 MAX_MANIFESTS = 4
+SMALL_FRACTION = 16  # a data file below target / 16 on disk is small (see `compactable`)
 MAINTAINED = "rq.maintained"  # summary property of maintenance commits: what they did
 # Table properties for every table rq maintains: old metadata.json files go with each commit.
 # Appends merge manifests once a head lists MERGE_MANIFESTS of them (copy_on_write uses
@@ -75,6 +79,12 @@ class Policy:
     max_age: timedelta = timedelta(days=7)
     orphan_grace: timedelta = timedelta(hours=1)
     target_file_size: int = 128 * 1024 * 1024
+    merge_file_size: int = 16 * 1024 * 1024
+
+    def target_for(self, table: Table) -> int:
+        """The target data-file size of `table` (in Arrow bytes, as the writer's)."""
+        keyed = bool(table.schema().identifier_field_ids) or KEY in table.schema().column_names
+        return min(self.target_file_size, self.merge_file_size) if keyed else self.target_file_size
 
     @classmethod
     def of(cls, settings: Settings) -> Policy:
@@ -83,6 +93,7 @@ class Policy:
             max_age=timedelta(hours=settings.snapshots_max_age_hours),
             orphan_grace=timedelta(seconds=settings.orphan_grace_seconds),
             target_file_size=settings.target_file_size,
+            merge_file_size=settings.merge_file_size,
         )
 
 
@@ -150,9 +161,11 @@ def maintain_table(
 
 def needs_maintenance(table: Table, policy: Policy, max_files: int) -> bool:
     """Whether a table crossed a threshold after a sync: more than `max_files` live data
-    files, or more snapshots than the policy keeps and half as many again."""
+    files that compaction would rewrite (a large keyed table holds many full files), or
+    more snapshots than the policy keeps and half as many again."""
     live = cow.live_files(table, table.current_snapshot())
-    return len(live) > max_files or len(table.metadata.snapshots) > policy.keep_snapshots * 1.5
+    many = len(compactable(table, live, policy.target_for(table))) > max_files
+    return many or len(table.metadata.snapshots) > policy.keep_snapshots * 1.5
 
 
 # --- the steps ------------------------------------------------------------------------------
@@ -167,7 +180,7 @@ def _keep_state(tables: CatalogTables, namespace: str, name: str, policy: Policy
         properties = table.properties
         wanted = {
             **METADATA_PROPERTIES,
-            "write.target-file-size-bytes": str(policy.target_file_size),
+            "write.target-file-size-bytes": str(policy.target_for(table)),
         }
         update = {k: v for k, v in wanted.items() if properties.get(k) != v}
         state = (
@@ -189,33 +202,82 @@ def _keep_state(tables: CatalogTables, namespace: str, name: str, policy: Policy
 
 
 def _compact(tables: CatalogTables, namespace: str, name: str, policy: Policy) -> int:
-    """Rewrite the small live files as few target-sized ones; how many were rewritten."""
-    small_below = policy.target_file_size // 2
+    """Rewrite the small live files (and, in a keyed table, files whose key ranges overlap)
+    as few target-sized ones sorted by key; how many were rewritten."""
     compacted: list[int] = [0]
 
     def plan(table: Table) -> tuple[Transaction, list[str]] | None:
         live = cow.live_files(table, table.current_snapshot())
-        small = [f for f in live if f.file_size_in_bytes < small_below]
-        if len(small) < 2:
+        picked = compactable(table, live, policy.target_for(table))
+        if len(picked) < 2:
             compacted[0] = 0
             return None
-        rows = _read_files(table, small)
-        if KEY in rows.column_names:
-            rows = rows.take(pc.sort_indices(rows, [(KEY, "ascending")]))
+        rows = _read_files(table, picked)
+        order = sort_columns(table)
+        if order:
+            rows = rows.sort_by([(c, "ascending") for c in order if c in rows.column_names])
         written = list(_dataframe_to_data_files(table.metadata, rows, table.io))
         tx = cow.build_transaction(
             table,
             ref=st.MAIN,
             add_paths=[],
             add_files=written,
-            drop_files=small,
-            properties={MAINTAINED: f"compacted {len(small)} files into {len(written)}"},
+            drop_files=picked,
+            properties={MAINTAINED: f"compacted {len(picked)} files into {len(written)}"},
         )
-        compacted[0] = len(small)
+        compacted[0] = len(picked)
         return tx, [f.file_path for f in written]
 
     _commit_step(tables, namespace, name, plan)
     return compacted[0]
+
+
+def compactable(table: Table, live: list[DataFile], target: int) -> list[DataFile]:
+    """The files compaction rewrites: those below `target / SMALL_FRACTION` on disk (the
+    target counts Arrow bytes, which Parquet holds in about an eighth), and, when a file
+    that is not small overlaps another's key range, every file: merges prune files by key
+    range, so a keyed table is re-clustered once its ranges stop being disjoint."""
+    small = [f for f in live if f.file_size_in_bytes < target // SMALL_FRACTION]
+    large = [f for f in live if f.file_size_in_bytes >= target // SMALL_FRACTION]
+    column = _key_column(table)
+    if column is None or len(large) < 2:
+        return small
+    field = table.schema().find_field(column)
+    kind = field.field_type
+    assert isinstance(kind, PrimitiveType)  # _key_column: a number or a string
+    ranges = []
+    for f in large:
+        low = (f.lower_bounds or {}).get(field.field_id)
+        high = (f.upper_bounds or {}).get(field.field_id)
+        if low is None or high is None:
+            return small
+        ranges.append((from_bytes(kind, low), from_bytes(kind, high)))
+    ranges.sort()
+    overlapping = any(ranges[n][1] >= ranges[n + 1][0] for n in range(len(ranges) - 1))
+    return live if overlapping else small
+
+
+def sort_columns(table: Table) -> list[str]:
+    """What compaction sorts by: the declared sort order, else the key (a one-column key in
+    its own type: numbers in number order), else nothing."""
+    declared = layout_of(table.metadata).sort_by
+    if declared:
+        return list(declared)
+    column = _key_column(table)
+    if column is not None:
+        return [column]
+    return [KEY] if KEY in table.schema().column_names else []
+
+
+def _key_column(table: Table) -> str | None:
+    """The one identifier column of a table whose key is one number or string."""
+    schema = table.schema()
+    ids = schema.identifier_field_ids
+    if len(ids) != 1:
+        return None
+    field = schema.find_field(ids[0])
+    kind = field.field_type
+    return field.name if isinstance(kind, (LongType, IntegerType, StringType)) else None
 
 
 def _rewrite_manifests(tables: CatalogTables, namespace: str, name: str) -> None:
